@@ -1,0 +1,45 @@
+# ordermill: `make run` starts everything, `make test` checks everything.
+# The first target that needs it creates .venv and installs the project (quietly, once).
+
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	command -v $$p >/dev/null && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+	&& echo $$p && break; done)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: help install run worker api demo test lint format bench clean
+
+help:
+	@echo "make run     start Temporal, the worker and the API (Ctrl-C stops all)"
+	@echo "make test    run the whole test suite"
+	@echo "make lint    ruff and mypy"
+	@echo "make demo    play customers and a carrier against a running 'make run'"
+	@echo "make clean   remove .venv and .data"
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "ordermill needs Python 3.11 or newer" >&2; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	@touch $@
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+worker: $(STAMP)
+	$(PY) worker.py
+
+clean:
+	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache

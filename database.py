@@ -1,0 +1,106 @@
+"""Database engine, schema and the demo bookstore.
+
+Only processes (worker, API, tests) call these; nothing a workflow imports does.
+"""
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, event
+from sqlmodel import Session, SQLModel, create_engine
+
+from models.tables import Customer, Product
+
+
+def make_engine(url: str) -> Engine:
+    """One engine per process. SQLite gets WAL and a busy timeout so worker and API share it."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            # Let SQLAlchemy's BEGIN (below) take the write lock up front: two racing writers
+            # then queue on busy_timeout instead of deadlocking on a lock upgrade.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def create_schema(engine: Engine) -> None:
+    SQLModel.metadata.create_all(engine)
+
+
+DEMO_CUSTOMERS = [
+    Customer(
+        id="cus_ada",
+        name="Ada Lovelace",
+        email="ada@example.com",
+        address_line1="12 Analytical Way",
+        city="Springfield",
+        postal_code="62701",
+        country="US",
+    ),
+    Customer(
+        id="cus_grace",
+        name="Grace Hopper",
+        email="grace@example.com",
+        address_line1="1 Compiler Court",
+        city="Arlington",
+        postal_code="22201",
+        country="US",
+    ),
+    Customer(
+        id="cus_blocked",
+        name="Mallory Blocked",
+        email="mallory@example.com",
+        address_line1="13 Chargeback Lane",
+        city="Springfield",
+        postal_code="62702",
+        country="US",
+        blocked=True,
+    ),
+]
+
+DEMO_PRODUCTS = [
+    Product(sku="BOOK-DUNE", name="Dune (paperback)", price=1899, stock_on_hand=1_000_000),
+    Product(sku="BOOK-NEUROMANCER", name="Neuromancer (paperback)", price=1599, stock_on_hand=500),
+    Product(sku="BOOK-LASTCOPY", name="Signed first edition", price=25000, stock_on_hand=1),
+    Product(sku="BOOK-SOLDOUT", name="Out-of-print atlas", price=4999, stock_on_hand=0),
+    Product(sku="EBOOK-DUNE", name="Dune (e-book)", price=999, digital=True),
+]
+
+
+def seed_demo_data(engine: Engine) -> None:
+    """Insert the demo bookstore's rows that are missing; never touches existing rows."""
+    with Session(engine) as session:
+        for customer in DEMO_CUSTOMERS:
+            if session.get(Customer, customer.id) is None:
+                session.add(Customer.model_validate(customer.model_dump()))
+        for product in DEMO_PRODUCTS:
+            if session.get(Product, product.sku) is None:
+                session.add(Product.model_validate(product.model_dump()))
+        session.commit()
+
+
+def init_database(url: str, *, seed: bool = True) -> Engine:
+    engine = make_engine(url)
+    create_schema(engine)
+    if seed:
+        seed_demo_data(engine)
+    return engine

@@ -1,0 +1,1 @@
+"""Payloads that cross Temporal and HTTP (pydantic), and the database tables (models.tables)."""

@@ -1,0 +1,238 @@
+"""The order as clients, the workflow and operators see it.
+
+Money is always integer minor units (cents) beside a currency code; prices come from the
+catalog, never from the client.
+"""
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, computed_field
+
+CURRENCY = "USD"
+MAX_LINES = 100
+MAX_QUANTITY = 1000
+
+Sku = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9][A-Z0-9-]{0,63}$")]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+CountryCode = Annotated[
+    str, StringConstraints(strip_whitespace=True, to_upper=True, pattern=r"^[A-Za-z]{2}$")
+]
+# Card tokens only: a raw card number can never match this, so it can never reach a payload.
+CardToken = Annotated[str, StringConstraints(pattern=r"^tok_[A-Za-z0-9_]{1,64}$")]
+
+
+class OrderStatus(StrEnum):
+    RECEIVED = "received"
+    REJECTED = "rejected"
+    CONFIRMED = "confirmed"
+    PAYMENT_DECLINED = "payment_declined"
+    FULFILLING = "fulfilling"
+    SHIPPED = "shipped"
+    DELIVERED = "delivered"
+    DELIVERY_FAILED = "delivery_failed"
+    CANCELLED = "cancelled"
+    COMPLETED = "completed"
+
+
+# Statuses after which nothing more happens to the order.
+FINAL_STATUSES = frozenset(
+    {
+        OrderStatus.REJECTED,
+        OrderStatus.PAYMENT_DECLINED,
+        OrderStatus.CANCELLED,
+        OrderStatus.DELIVERY_FAILED,
+        OrderStatus.COMPLETED,
+    }
+)
+# Statuses in which the customer may still cancel: nothing has left the warehouse.
+CANCELLABLE_STATUSES = frozenset(
+    {OrderStatus.RECEIVED, OrderStatus.CONFIRMED, OrderStatus.FULFILLING}
+)
+
+
+class DeliveryOption(StrEnum):
+    STANDARD = "standard"
+    EXPRESS = "express"
+
+
+SHIPPING_FEES = {DeliveryOption.STANDARD: 499, DeliveryOption.EXPRESS: 1499}
+
+
+class CarrierStatus(StrEnum):
+    """EasyPost's tracking vocabulary."""
+
+    PRE_TRANSIT = "pre_transit"
+    IN_TRANSIT = "in_transit"
+    OUT_FOR_DELIVERY = "out_for_delivery"
+    DELIVERED = "delivered"
+    RETURN_TO_SENDER = "return_to_sender"
+    FAILURE = "failure"
+
+
+# A shipment only moves forward: an older event arriving late never rewinds it.
+CARRIER_PROGRESS = {
+    CarrierStatus.PRE_TRANSIT: 1,
+    CarrierStatus.IN_TRANSIT: 2,
+    CarrierStatus.OUT_FOR_DELIVERY: 3,
+    CarrierStatus.DELIVERED: 4,
+    CarrierStatus.RETURN_TO_SENDER: 4,
+    CarrierStatus.FAILURE: 4,
+}
+CARRIER_FINAL = frozenset(
+    {CarrierStatus.DELIVERED, CarrierStatus.RETURN_TO_SENDER, CarrierStatus.FAILURE}
+)
+
+
+class Address(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Ada Lovelace",
+                    "line1": "12 Analytical Way",
+                    "city": "Springfield",
+                    "postal_code": "62701",
+                    "country": "US",
+                }
+            ]
+        }
+    )
+
+    name: Text
+    line1: Text
+    line2: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] | None = None
+    city: Text
+    postal_code: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20)
+    ]
+    country: CountryCode
+
+
+class OrderItem(BaseModel):
+    sku: Sku
+    quantity: int = Field(ge=1, le=MAX_QUANTITY)
+
+
+class PaymentMethod(BaseModel):
+    token: CardToken
+
+
+class OrderTimeouts(BaseModel):
+    """How long the order waits; chosen by whoever starts it (from settings)."""
+
+    delivery_timeout: timedelta = timedelta(days=14)
+    return_window: timedelta = timedelta(days=30)
+
+
+class PlaceOrderInput(BaseModel):
+    """The order workflow's one input."""
+
+    order_id: str
+    customer_id: str
+    items: list[OrderItem] = Field(min_length=1, max_length=MAX_LINES)
+    shipping_address: Address | None = None
+    delivery: DeliveryOption = DeliveryOption.STANDARD
+    payment: PaymentMethod
+    placed_at: datetime
+    timeouts: OrderTimeouts = OrderTimeouts()
+
+
+class OrderLine(BaseModel):
+    """One priced line, as the catalog priced it when stock was reserved."""
+
+    sku: str
+    name: str
+    quantity: int
+    unit_price: int
+    digital: bool
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def line_total(self) -> int:
+        return self.unit_price * self.quantity
+
+
+class Totals(BaseModel):
+    currency: str = CURRENCY
+    subtotal: int
+    shipping: int
+    total: int
+
+
+class PaymentSummary(BaseModel):
+    authorization_id: str | None = None
+    authorized: int = 0
+    captured: int = 0
+    refunded: int = 0
+    voided: bool = False
+
+
+class CarrierEvent(BaseModel):
+    """A tracking event as the carrier reported it."""
+
+    event_id: str = Field(min_length=1, max_length=200)
+    tracking_number: str = Field(min_length=1, max_length=100)
+    status: CarrierStatus
+    occurred_at: datetime
+    description: str | None = Field(default=None, max_length=500)
+
+
+class ShipmentView(BaseModel):
+    carrier: str
+    tracking_number: str
+    status: CarrierStatus | None = None
+    events: list[CarrierEvent] = []
+
+
+class Problem(BaseModel):
+    """Why an order stopped: a machine-readable code and words for people."""
+
+    code: str
+    detail: str
+
+
+class TimelineEntry(BaseModel):
+    at: datetime
+    event: str
+    status: OrderStatus
+    detail: str = ""
+
+
+class OrderView(BaseModel):
+    """Everything about one order: the answer of the `status` query and of GET /orders/{id}."""
+
+    order_id: str
+    customer_id: str
+    status: OrderStatus
+    reason: Problem | None = None
+    items: list[OrderItem]
+    lines: list[OrderLine] = []
+    delivery: DeliveryOption
+    shipping_address: Address | None = None
+    totals: Totals | None = None
+    payment: PaymentSummary = PaymentSummary()
+    shipment: ShipmentView | None = None
+    timeline: list[TimelineEntry] = []
+    placed_at: datetime
+    updated_at: datetime
+    delivered_at: datetime | None = None
+    return_window_ends_at: datetime | None = None
+
+
+class CancelRequest(BaseModel):
+    reason: str = Field(default="customer_request", max_length=200)
+
+
+def money(amount: int, currency: str = CURRENCY) -> str:
+    """`1899` -> `$18.99`, for summaries and emails."""
+    symbol = "$" if currency == "USD" else f"{currency} "
+    return f"{symbol}{amount / 100:,.2f}"
+
+
+def order_totals(lines: list[OrderLine], delivery: DeliveryOption) -> Totals:
+    """Lines plus the delivery option's fee; an order with nothing to ship ships free."""
+    subtotal = sum(line.line_total for line in lines)
+    shipping = SHIPPING_FEES[delivery] if any(not line.digital for line in lines) else 0
+    return Totals(subtotal=subtotal, shipping=shipping, total=subtotal + shipping)

@@ -1,0 +1,130 @@
+"""ordermill's own database: catalog, customers, stock, payments, shipments, emails, read model.
+
+The order workflow is the source of truth for an order; these tables hold what outside
+systems (the warehouse, the card processor, the carrier) would hold, plus a read model that
+answers list queries and keeps closed orders readable.
+"""
+
+from datetime import UTC, datetime
+
+from sqlalchemy import Column, DateTime, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Product(SQLModel, table=True):
+    sku: str = Field(primary_key=True, max_length=64)
+    name: str
+    price: int = Field(description="Unit price in minor units")
+    currency: str = "USD"
+    digital: bool = False
+    stock_on_hand: int = 0
+    stock_reserved: int = 0
+
+
+class Customer(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=64)
+    name: str
+    email: str
+    address_line1: str | None = None
+    address_line2: str | None = None
+    city: str | None = None
+    postal_code: str | None = None
+    country: str | None = None
+    blocked: bool = False
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class StockReservation(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("order_id", "sku"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    order_id: str = Field(index=True)
+    sku: str = Field(foreign_key="product.sku")
+    quantity: int
+    status: str = Field(default="held", description="held, committed or released")
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class PaymentTransaction(SQLModel, table=True):
+    """The simulated card processor's ledger: one row per authorize, capture, void or refund."""
+
+    id: str = Field(primary_key=True)
+    idempotency_key: str = Field(unique=True)
+    order_id: str = Field(index=True)
+    kind: str = Field(description="authorize, capture, void or refund")
+    status: str = Field(description="approved or declined")
+    amount: int
+    currency: str = "USD"
+    authorization_id: str | None = Field(default=None, index=True)
+    token: str | None = Field(default=None, description="Card token; never a card number")
+    reason: str | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class Shipment(SQLModel, table=True):
+    tracking_number: str = Field(primary_key=True)
+    idempotency_key: str = Field(unique=True)
+    order_id: str = Field(index=True)
+    carrier: str
+    service: str
+    status: str = "booked"
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class ShipmentEvent(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("tracking_number", "event_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    tracking_number: str = Field(index=True)
+    event_id: str
+    status: str
+    occurred_at: datetime = Field(sa_type=DateTime(timezone=True))
+    description: str | None = None
+
+
+class SentEmail(SQLModel, table=True):
+    """One row per email sent, keyed so a retried activity never sends twice."""
+
+    idempotency_key: str = Field(primary_key=True)
+    order_id: str = Field(index=True)
+    kind: str
+    recipient: str
+    message_id: str
+    sent_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class OrderRecord(SQLModel, table=True):
+    """Read model: one row per order, the latest snapshot the workflow recorded."""
+
+    order_id: str = Field(primary_key=True)
+    customer_id: str = Field(index=True)
+    status: str = Field(index=True)
+    reason_code: str | None = None
+    currency: str = "USD"
+    total: int | None = None
+    captured: int = 0
+    refunded: int = 0
+    tracking_number: str | None = Field(default=None, index=True)
+    version: int = 0
+    placed_at: datetime = Field(index=True, sa_type=DateTime(timezone=True))
+    updated_at: datetime = Field(sa_type=DateTime(timezone=True))
+    view_json: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class OrderEvent(SQLModel, table=True):
+    """Read model: the order's timeline, one row per entry."""
+
+    __table_args__ = (UniqueConstraint("order_id", "seq"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    order_id: str = Field(index=True)
+    seq: int
+    at: datetime = Field(sa_type=DateTime(timezone=True))
+    event: str
+    status: str
+    detail: str = ""

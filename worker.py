@@ -1,0 +1,130 @@
+"""The ordermill worker: builds each outside system's client from settings and runs the orders.
+
+Run it with `python worker.py` (or `make worker`); it stops cleanly on SIGINT and SIGTERM,
+letting running activities finish within the graceful shutdown timeout.
+"""
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Engine
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.customers import CustomerActivities
+from activities.inventory import InventoryActivities
+from activities.notifications import (
+    DownloadLinks,
+    NotificationActivities,
+    Notifier,
+    OutboxNotifier,
+    SmtpNotifier,
+)
+from activities.payments import PaymentActivities, SimulatedCardProcessor
+from activities.read_model import ReadModelActivities
+from activities.shipping import ShippingActivities, SimulatedCarrier
+from activities.warehouse import WarehouseActivities
+from database import init_database
+from models.wire import TASK_QUEUE
+from settings import Settings
+from temporal_client import connect_temporal
+from workflows.order import OrderWorkflow
+
+log = logging.getLogger("ordermill.worker")
+
+
+def build_notifier(settings: Settings) -> Notifier:
+    if settings.smtp_host:
+        return SmtpNotifier(
+            settings.smtp_host,
+            settings.smtp_port,
+            username=settings.smtp_username,
+            password=settings.smtp_password,
+            starttls=settings.smtp_starttls,
+        )
+    return OutboxNotifier(settings.outbox_dir)
+
+
+def build_activities(settings: Settings, engine: Engine) -> list[Callable[..., Any]]:
+    """Every activity of the order, bound to the real (or simulated) outside systems."""
+    customers = CustomerActivities(engine)
+    inventory = InventoryActivities(engine)
+    payments = PaymentActivities(SimulatedCardProcessor(engine))
+    warehouse = WarehouseActivities(settings.fulfillment_delay)
+    shipping = ShippingActivities(SimulatedCarrier(engine))
+    notifications = NotificationActivities(
+        build_notifier(settings),
+        engine,
+        sender=settings.mail_from,
+        links=DownloadLinks(settings.public_base_url, settings.download_secret),
+    )
+    read_model = ReadModelActivities(engine)
+    return [
+        customers.verify_customer,
+        inventory.reserve_stock,
+        inventory.release_stock,
+        inventory.commit_stock,
+        payments.authorize_payment,
+        payments.capture_payment,
+        payments.void_payment,
+        payments.refund_payment,
+        warehouse.pick_and_pack,
+        shipping.book_shipment,
+        notifications.send_email,
+        read_model.record_order,
+    ]
+
+
+def build_worker(
+    client: Client, settings: Settings, engine: Engine, executor: ThreadPoolExecutor
+) -> Worker:
+    return Worker(
+        client,
+        task_queue=TASK_QUEUE,
+        workflows=[OrderWorkflow],
+        activities=build_activities(settings, engine),
+        activity_executor=executor,
+        max_concurrent_activities=settings.activity_threads,
+        max_concurrent_local_activities=settings.activity_threads,
+        graceful_shutdown_timeout=timedelta(seconds=10),
+    )
+
+
+async def run_worker(settings: Settings) -> None:
+    settings.check_production_ready()
+    engine = init_database(settings.effective_database_url)
+    client = await connect_temporal(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    with ThreadPoolExecutor(max_workers=settings.activity_threads) as executor:
+        worker = build_worker(client, settings, engine, executor)
+        log.info(
+            "worker polling task queue %r on %s (namespace %s)",
+            TASK_QUEUE,
+            settings.temporal_address,
+            settings.temporal_namespace,
+        )
+        async with worker:
+            await stop.wait()
+            log.info("shutting down: finishing running activities")
+    engine.dispose()
+    log.info("worker stopped")
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    asyncio.run(run_worker(Settings()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Workflows: one durable workflow per order."""

@@ -1,0 +1,559 @@
+"""OrderWorkflow: one order's whole life, from placement to the end of its return window.
+
+Stages: verify customer -> reserve stock -> confirm -> authorize payment -> fulfil (pick/pack,
+digital delivery) -> ship and capture -> await the carrier's delivery -> return window.
+A cancel Update is honoured until the parcel is handed to the carrier; every stop releases
+what the order held (stock, the card authorization) and tells the customer.
+"""
+
+import contextlib
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.customers import CustomerActivities
+    from activities.errors import (
+        CUSTOMER_REJECTED,
+        OUT_OF_STOCK,
+        PAYMENT_DECLINED,
+        UNKNOWN_SKU,
+    )
+    from activities.inventory import InventoryActivities
+    from activities.notifications import NotificationActivities
+    from activities.payments import PaymentActivities
+    from activities.read_model import ReadModelActivities
+    from activities.shipping import ShippingActivities
+    from activities.warehouse import WarehouseActivities
+    from models.activities import (
+        AuthorizePaymentInput,
+        BookShipmentInput,
+        CapturePaymentInput,
+        EmailKind,
+        OrderRef,
+        Parcel,
+        PickPackInput,
+        RecordOrderInput,
+        RefundPaymentInput,
+        ReserveStockInput,
+        SendEmailInput,
+        VerifiedCustomer,
+        VerifyCustomerInput,
+        VoidPaymentInput,
+    )
+    from models.orders import (
+        CANCELLABLE_STATUSES,
+        CARRIER_FINAL,
+        CARRIER_PROGRESS,
+        FINAL_STATUSES,
+        CancelRequest,
+        CarrierEvent,
+        CarrierStatus,
+        OrderLine,
+        OrderStatus,
+        OrderView,
+        PlaceOrderInput,
+        Problem,
+        ShipmentView,
+        TimelineEntry,
+        money,
+        order_totals,
+    )
+    from models.wire import (
+        CUSTOMER_ID,
+        ORDER_STATUS,
+        ORDER_WORKFLOW,
+        QUERY_STATUS,
+        SIGNAL_CARRIER_EVENT,
+        UPDATE_CANCEL,
+    )
+
+# Retry policies, one per kind of system. Business failures are raised non-retryable by the
+# activities themselves, so these only ever retry outages.
+DATABASE_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=500), maximum_interval=timedelta(seconds=30)
+)
+PAYMENT_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=2),
+)
+CARRIER_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=5)
+)
+EMAIL_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=10)
+)
+WAREHOUSE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=5), maximum_interval=timedelta(minutes=5)
+)
+
+
+class _OrderStopped(Exception):
+    """Unwinds the stages once the order has reached a final status."""
+
+
+@workflow.defn(name=ORDER_WORKFLOW)
+class OrderWorkflow:
+    @workflow.init
+    def __init__(self, order: PlaceOrderInput) -> None:
+        self._input = order
+        self._view = OrderView(
+            order_id=order.order_id,
+            customer_id=order.customer_id,
+            status=OrderStatus.RECEIVED,
+            items=order.items,
+            delivery=order.delivery,
+            shipping_address=order.shipping_address,
+            placed_at=order.placed_at,
+            updated_at=order.placed_at,
+        )
+        self._version = 0
+        self._customer: VerifiedCustomer | None = None
+        self._stock_held = False
+        self._authorize_key: str | None = None
+        self._cancel_request: CancelRequest | None = None
+        self._pick_pack: workflow.ActivityHandle[Parcel] | None = None
+        self._handed_to_carrier = False
+        self._seen_event_ids: set[str] = set()
+        self._early_events: list[CarrierEvent] = []
+        self._carrier_outcome: CarrierEvent | None = None
+
+    @workflow.run
+    async def run(self, order: PlaceOrderInput) -> OrderView:
+        await self._change_status(
+            OrderStatus.RECEIVED,
+            "order_received",
+            f"{sum(i.quantity for i in order.items)} item(s), {order.delivery.value} delivery",
+        )
+        with contextlib.suppress(_OrderStopped):
+            await self._process(order)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._view
+
+    # ---- stages ---------------------------------------------------------------------------
+
+    async def _process(self, order: PlaceOrderInput) -> None:
+        self._customer = await self._verify_customer(order)
+        self._view.shipping_address = self._customer.shipping_address
+        await self._stop_if_cancel_requested()
+
+        lines = await self._reserve_stock(order)
+        await self._stop_if_cancel_requested()
+
+        totals = self._view.totals
+        assert totals is not None
+        await self._change_status(
+            OrderStatus.CONFIRMED, "order_confirmed", f"total {money(totals.total)}"
+        )
+        await self._email(EmailKind.CONFIRMATION)
+        await self._stop_if_cancel_requested()
+
+        await self._authorize_payment(order)
+        await self._stop_if_cancel_requested()
+
+        physical = [line for line in lines if not line.digital]
+        digital = [line for line in lines if line.digital]
+        await self._change_status(
+            OrderStatus.FULFILLING,
+            "fulfilment_started",
+            f"{len(physical)} physical, {len(digital)} digital line(s)",
+        )
+        parcel = await self._pick_and_pack(physical) if physical else None
+        await self._stop_if_cancel_requested()
+        self._handed_to_carrier = True  # from here on the order can no longer be cancelled
+
+        if digital:
+            await self._email(EmailKind.DIGITAL_DELIVERY)
+            await self._note("digital_delivery_sent", ", ".join(line.sku for line in digital))
+
+        if parcel is None:
+            await self._capture_payment()
+            await self._delivered("digital delivery")
+        else:
+            await self._ship(parcel)
+            await self._await_delivery()
+        await self._return_window()
+
+    async def _verify_customer(self, order: PlaceOrderInput) -> VerifiedCustomer:
+        try:
+            return await workflow.execute_activity_method(
+                CustomerActivities.verify_customer,
+                VerifyCustomerInput(
+                    customer_id=order.customer_id, shipping_address=order.shipping_address
+                ),
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=DATABASE_RETRY,
+                summary=f"Verify customer {order.customer_id}",
+            )
+        except ActivityError as err:
+            problem = _business_problem(err, CUSTOMER_REJECTED)
+            if problem is None:
+                raise
+            await self._stop(OrderStatus.REJECTED, "customer_rejected", problem)
+            raise  # unreachable: _stop raises
+
+    async def _reserve_stock(self, order: PlaceOrderInput) -> list[OrderLine]:
+        try:
+            reservation = await workflow.execute_activity_method(
+                InventoryActivities.reserve_stock,
+                ReserveStockInput(order_id=order.order_id, items=order.items),
+                start_to_close_timeout=timedelta(seconds=15),
+                retry_policy=DATABASE_RETRY,
+                summary="Reserve stock for "
+                + ", ".join(f"{i.quantity}x {i.sku}" for i in order.items[:5])
+                + (" ..." if len(order.items) > 5 else ""),
+            )
+        except ActivityError as err:
+            problem = _business_problem(err, OUT_OF_STOCK, UNKNOWN_SKU)
+            if problem is None:
+                raise
+            await self._stop(OrderStatus.REJECTED, "stock_unavailable", problem)
+            raise
+        self._stock_held = True
+        self._view.lines = reservation.lines
+        self._view.totals = order_totals(reservation.lines, order.delivery)
+        await self._note("stock_reserved", f"{len(reservation.lines)} line(s) held")
+        return reservation.lines
+
+    async def _authorize_payment(self, order: PlaceOrderInput) -> None:
+        totals = self._view.totals
+        assert totals is not None
+        self._authorize_key = str(workflow.uuid4())
+        try:
+            authorization = await workflow.execute_activity_method(
+                PaymentActivities.authorize_payment,
+                AuthorizePaymentInput(
+                    order_id=order.order_id,
+                    token=order.payment.token,
+                    amount=totals.total,
+                    currency=totals.currency,
+                    idempotency_key=self._authorize_key,
+                ),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=PAYMENT_RETRY,
+                summary=f"Authorize {money(totals.total, totals.currency)}",
+            )
+        except ActivityError as err:
+            problem = _business_problem(err, PAYMENT_DECLINED)
+            if problem is None:
+                raise
+            await self._release_stock()
+            await self._stop(OrderStatus.PAYMENT_DECLINED, "payment_declined", problem)
+            raise
+        self._view.payment.authorization_id = authorization.authorization_id
+        self._view.payment.authorized = authorization.amount
+        await self._note("payment_authorized", money(authorization.amount, totals.currency))
+
+    async def _pick_and_pack(self, physical: list[OrderLine]) -> Parcel | None:
+        self._pick_pack = workflow.start_activity_method(
+            WarehouseActivities.pick_and_pack,
+            PickPackInput(order_id=self._view.order_id, lines=physical),
+            start_to_close_timeout=timedelta(hours=4),
+            heartbeat_timeout=timedelta(seconds=10),
+            retry_policy=WAREHOUSE_RETRY,
+            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            summary=f"Pick and pack {sum(line.quantity for line in physical)} unit(s)",
+        )
+        try:
+            parcel = await self._pick_pack
+        except ActivityError as err:
+            if self._cancel_request is not None and isinstance(err.cause, CancelledError):
+                return None  # the cancel Update stopped the warehouse; _stop_if_... takes over
+            raise
+        finally:
+            self._pick_pack = None
+        await self._note("packed", f"parcel {parcel.parcel_id}, {parcel.items} unit(s)")
+        return parcel
+
+    async def _ship(self, parcel: Parcel) -> None:
+        assert self._customer is not None
+        booked = await workflow.execute_activity_method(
+            ShippingActivities.book_shipment,
+            BookShipmentInput(
+                order_id=self._view.order_id,
+                parcel_id=parcel.parcel_id,
+                delivery=self._view.delivery,
+                address=self._customer.shipping_address,
+                idempotency_key=str(workflow.uuid4()),
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=CARRIER_RETRY,
+            summary=f"Book {self._view.delivery.value} shipment for {parcel.parcel_id}",
+        )
+        self._view.shipment = ShipmentView(
+            carrier=booked.carrier, tracking_number=booked.tracking_number
+        )
+        await workflow.execute_activity_method(
+            InventoryActivities.commit_stock,
+            OrderRef(order_id=self._view.order_id),
+            start_to_close_timeout=timedelta(seconds=15),
+            retry_policy=DATABASE_RETRY,
+            summary="Commit shipped stock",
+        )
+        self._stock_held = False
+        await self._capture_payment()
+        await self._change_status(
+            OrderStatus.SHIPPED, "shipped", f"{booked.carrier} {booked.tracking_number}"
+        )
+        await self._email(EmailKind.SHIPPED)
+        for event in self._early_events:  # tracking events that beat the booking reply
+            self._apply_carrier_event(event)
+        self._early_events.clear()
+
+    async def _capture_payment(self) -> None:
+        payment = self._view.payment
+        assert payment.authorization_id is not None
+        result = await workflow.execute_activity_method(
+            PaymentActivities.capture_payment,
+            CapturePaymentInput(
+                order_id=self._view.order_id,
+                authorization_id=payment.authorization_id,
+                amount=payment.authorized,
+                idempotency_key=str(workflow.uuid4()),
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=PAYMENT_RETRY,
+            summary=f"Capture {money(payment.authorized)}",
+        )
+        payment.captured = result.amount
+        await self._note("payment_captured", money(result.amount))
+
+    async def _await_delivery(self) -> None:
+        timeout = self._input.timeouts.delivery_timeout
+        try:
+            await workflow.wait_condition(
+                lambda: self._carrier_outcome is not None,
+                timeout=timeout,
+                timeout_summary="delivery deadline",
+            )
+        except TimeoutError:
+            await self._delivery_failed(
+                Problem(code="delivery_timeout", detail=f"not delivered within {timeout}")
+            )
+        outcome = self._carrier_outcome
+        assert outcome is not None
+        if outcome.status is CarrierStatus.DELIVERED:
+            await self._delivered(f"{outcome.tracking_number} delivered")
+        else:
+            await self._delivery_failed(
+                Problem(code=outcome.status.value, detail=outcome.description or outcome.status)
+            )
+
+    async def _delivered(self, detail: str) -> None:
+        now = workflow.now()
+        self._view.delivered_at = now
+        self._view.return_window_ends_at = now + self._input.timeouts.return_window
+        await self._change_status(OrderStatus.DELIVERED, "delivered", detail)
+        await self._email(EmailKind.DELIVERED)
+
+    async def _delivery_failed(self, problem: Problem) -> None:
+        payment = self._view.payment
+        if payment.captured > payment.refunded and payment.authorization_id:
+            amount = payment.captured - payment.refunded
+            await workflow.execute_activity_method(
+                PaymentActivities.refund_payment,
+                RefundPaymentInput(
+                    order_id=self._view.order_id,
+                    authorization_id=payment.authorization_id,
+                    amount=amount,
+                    reason=problem.code,
+                    idempotency_key=str(workflow.uuid4()),
+                ),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=PAYMENT_RETRY,
+                summary=f"Refund {money(amount)}: {problem.code}",
+            )
+            payment.refunded += amount
+            await self._note("payment_refunded", money(amount))
+        await self._stop(OrderStatus.DELIVERY_FAILED, "delivery_failed", problem)
+
+    async def _return_window(self) -> None:
+        await workflow.sleep(self._input.timeouts.return_window, summary="return window")
+        await self._change_status(OrderStatus.COMPLETED, "completed", "return window closed")
+
+    # ---- stopping: cancellation and compensation ------------------------------------------
+
+    async def _stop_if_cancel_requested(self) -> None:
+        request = self._cancel_request
+        if request is None:
+            return
+        if self._authorize_key is not None:
+            await workflow.execute_activity_method(
+                PaymentActivities.void_payment,
+                VoidPaymentInput(
+                    order_id=self._view.order_id,
+                    authorize_key=self._authorize_key,
+                    idempotency_key=str(workflow.uuid4()),
+                ),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=PAYMENT_RETRY,
+                summary="Void the card authorization",
+            )
+            self._view.payment.voided = True
+            await self._note("payment_voided", money(self._view.payment.authorized))
+        await self._release_stock()
+        await self._stop(
+            OrderStatus.CANCELLED,
+            "cancelled",
+            Problem(code="cancelled", detail=request.reason),
+        )
+
+    async def _release_stock(self) -> None:
+        if not self._stock_held:
+            return
+        await workflow.execute_activity_method(
+            InventoryActivities.release_stock,
+            OrderRef(order_id=self._view.order_id),
+            start_to_close_timeout=timedelta(seconds=15),
+            retry_policy=DATABASE_RETRY,
+            summary="Release reserved stock",
+        )
+        self._stock_held = False
+        await self._note("stock_released", "")
+
+    async def _stop(self, status: OrderStatus, event: str, problem: Problem) -> None:
+        """Put the order in a final status, tell the customer, and unwind the stages."""
+        self._view.reason = problem
+        await self._change_status(status, event, f"{problem.code}: {problem.detail}")
+        email = {
+            OrderStatus.PAYMENT_DECLINED: EmailKind.PAYMENT_DECLINED,
+            OrderStatus.CANCELLED: EmailKind.CANCELLED,
+            OrderStatus.DELIVERY_FAILED: EmailKind.DELIVERY_FAILED,
+        }.get(status)
+        if status is OrderStatus.REJECTED:
+            email = EmailKind.REJECTED
+        if email is not None and self._customer is not None:
+            await self._email(email)
+        raise _OrderStopped
+
+    # ---- messages ---------------------------------------------------------------------------
+
+    @workflow.query(name=QUERY_STATUS)
+    def status(self) -> OrderView:
+        return self._view
+
+    @workflow.signal(name=SIGNAL_CARRIER_EVENT)
+    async def carrier_event(self, event: CarrierEvent) -> None:
+        """A carrier tracking event; duplicates and late, older events change nothing."""
+        if event.event_id in self._seen_event_ids:
+            return
+        self._seen_event_ids.add(event.event_id)
+        if self._view.shipment is None:
+            self._early_events.append(event)
+            return
+        self._apply_carrier_event(event)
+        await self._record()
+
+    def _apply_carrier_event(self, event: CarrierEvent) -> None:
+        shipment = self._view.shipment
+        assert shipment is not None
+        if event.tracking_number != shipment.tracking_number:
+            workflow.logger.warning("ignoring event for tracking number %s", event.tracking_number)
+            return
+        shipment.events.append(event)
+        shipment.events.sort(key=lambda e: e.occurred_at)
+        current = CARRIER_PROGRESS.get(shipment.status, 0) if shipment.status else 0
+        if CARRIER_PROGRESS[event.status] > current:
+            shipment.status = event.status
+        if (
+            event.status in CARRIER_FINAL
+            and self._carrier_outcome is None
+            and self._view.status is OrderStatus.SHIPPED
+        ):
+            self._carrier_outcome = event
+        self._append_timeline(f"carrier_{event.status.value}", event.description or "")
+        self._publish_details()
+
+    @workflow.update(name=UPDATE_CANCEL)
+    async def cancel(self, request: CancelRequest) -> OrderView:
+        if self._cancel_request is None:
+            self._cancel_request = request
+            self._append_timeline("cancel_requested", request.reason)
+            if self._pick_pack is not None:
+                self._pick_pack.cancel()
+        await workflow.wait_condition(lambda: self._view.status in FINAL_STATUSES)
+        return self._view
+
+    @cancel.validator
+    def validate_cancel(self, request: CancelRequest) -> None:
+        if self._cancel_request is not None or self._view.status is OrderStatus.CANCELLED:
+            return  # asking twice is answered with the same cancelled order
+        if self._view.status not in CANCELLABLE_STATUSES or self._handed_to_carrier:
+            shown = "handed to the carrier" if self._handed_to_carrier else self._view.status
+            raise ApplicationError(
+                f"order {self._view.order_id} can no longer be cancelled: it is {shown}",
+                self._view.status.value,
+                type="CancelRefused",
+            )
+
+    # ---- bookkeeping --------------------------------------------------------------------------
+
+    async def _change_status(self, status: OrderStatus, event: str, detail: str) -> None:
+        self._view.status = status
+        workflow.upsert_search_attributes(
+            [ORDER_STATUS.value_set(status.value), CUSTOMER_ID.value_set(self._view.customer_id)]
+        )
+        self._append_timeline(event, detail)
+        self._publish_details()
+        await self._record()
+
+    async def _note(self, event: str, detail: str) -> None:
+        """A timeline entry that does not change the status."""
+        self._append_timeline(event, detail)
+        await self._record()
+
+    def _append_timeline(self, event: str, detail: str) -> None:
+        now = workflow.now()
+        self._view.updated_at = now
+        self._view.timeline.append(
+            TimelineEntry(at=now, event=event, status=self._view.status, detail=detail)
+        )
+
+    def _publish_details(self) -> None:
+        view = self._view
+        parts = [f"**{view.status.value}**"]
+        if view.totals:
+            parts.append(money(view.totals.total, view.totals.currency))
+        if view.shipment:
+            parts.append(f"tracking {view.shipment.tracking_number}")
+        if view.reason:
+            parts.append(f"reason `{view.reason.code}`")
+        workflow.set_current_details(" · ".join(parts))
+
+    async def _record(self) -> None:
+        self._version += 1
+        await workflow.execute_local_activity_method(
+            ReadModelActivities.record_order,
+            RecordOrderInput(order=self._view, version=self._version),
+            start_to_close_timeout=timedelta(seconds=10),
+            retry_policy=DATABASE_RETRY,
+            summary=f"Record {self._view.status.value}",
+        )
+
+    async def _email(self, kind: EmailKind) -> None:
+        assert self._customer is not None
+        await workflow.execute_activity_method(
+            NotificationActivities.send_email,
+            SendEmailInput(
+                idempotency_key=f"{self._view.order_id}:{kind.value}",
+                kind=kind,
+                to=self._customer.email,
+                customer_name=self._customer.name,
+                order=self._view,
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=EMAIL_RETRY,
+            summary=f"Email {kind.value} to customer",
+        )
+
+
+def _business_problem(err: ActivityError, *error_types: str) -> Problem | None:
+    """The reason behind a non-retryable business failure of one of `error_types`, if it is one."""
+    cause = err.cause
+    if isinstance(cause, ApplicationError) and cause.type in error_types:
+        code = str(cause.details[0]) if cause.details else (cause.type or "failed")
+        return Problem(code=code, detail=cause.message)
+    return None
