@@ -104,3 +104,10 @@ def init_database(url: str, *, seed: bool = True) -> Engine:
     if seed:
         seed_demo_data(engine)
     return engine
+
+
+if __name__ == "__main__":
+    # `python database.py`: create the schema and seed the demo data, e.g. before the first start.
+    from settings import Settings
+
+    init_database(Settings().effective_database_url).dispose()

