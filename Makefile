@@ -15,6 +15,7 @@ help:
 	@echo "make test    run the whole test suite"
 	@echo "make lint    ruff and mypy"
 	@echo "make demo    play customers and a carrier against a running 'make run'"
+	@echo "make api     only the API (uvicorn), against an already running Temporal"
 	@echo "make clean   remove .venv and .data"
 
 $(STAMP): pyproject.toml
@@ -38,8 +39,14 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+run: $(STAMP)
+	$(PY) scripts/run.py
+
 worker: $(STAMP)
 	$(PY) worker.py
+
+api: $(STAMP)
+	$(PY) -m uvicorn api.main:app --host "$${API_HOST:-127.0.0.1}" --port "$${API_PORT:-8000}"
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache

