@@ -1,0 +1,273 @@
+"""Fake outside systems for the workflow tests: every order activity under its real name.
+
+`FakeOrderSystems` stands in for the customer store, inventory, card processor, warehouse,
+carrier, mailer and read model at once. Each fake records what it was asked in `calls`, so a
+test asserts behaviour ("exactly one authorize", "the void named that authorization") rather
+than only the final status. `fake_worker` runs them with the real OrderWorkflow on a fresh
+task queue.
+"""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from pydantic import BaseModel
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import Worker
+
+from activities.errors import (
+    CUSTOMER_REJECTED,
+    OUT_OF_STOCK,
+    PAYMENT_DECLINED,
+    UNKNOWN_SKU,
+    business_failure,
+)
+from models.activities import (
+    AuthorizePaymentInput,
+    BookedShipment,
+    BookShipmentInput,
+    CapturePaymentInput,
+    EmailKind,
+    EmailReceipt,
+    OrderRef,
+    Parcel,
+    PaymentAuthorization,
+    PaymentResult,
+    PickPackInput,
+    RecordOrderInput,
+    RefundPaymentInput,
+    Reservation,
+    ReserveStockInput,
+    SendEmailInput,
+    VerifiedCustomer,
+    VerifyCustomerInput,
+    VoidPaymentInput,
+)
+from models.orders import Address, OrderLine
+from workflows.order import OrderWorkflow
+
+ADA_ADDRESS = Address(
+    name="Ada Lovelace",
+    line1="12 Analytical Way",
+    city="Springfield",
+    postal_code="62701",
+    country="US",
+)
+ADA = VerifiedCustomer(
+    customer_id="cus_ada",
+    name="Ada Lovelace",
+    email="ada@example.com",
+    shipping_address=ADA_ADDRESS,
+)
+
+
+@dataclass
+class FakeProduct:
+    name: str
+    price: int
+    digital: bool = False
+    stock: int = 100
+
+
+def fake_catalog() -> dict[str, FakeProduct]:
+    return {
+        "BOOK-DUNE": FakeProduct("Dune (paperback)", 1899),
+        "BOOK-SOLDOUT": FakeProduct("Out-of-print atlas", 4999, stock=0),
+        "EBOOK-DUNE": FakeProduct("Dune (e-book)", 999, digital=True, stock=0),
+    }
+
+
+DECLINED_TOKEN = "tok_chargeDeclined"
+FLAKY_TOKEN = "tok_gatewayFlaky"
+
+
+@dataclass
+class Call:
+    name: str
+    arg: Any
+
+
+@dataclass
+class FakeOrderSystems:
+    """All outside systems of an order, in memory, recording every call (retries included)."""
+
+    customers: dict[str, VerifiedCustomer] = field(default_factory=lambda: {"cus_ada": ADA})
+    blocked: set[str] = field(default_factory=lambda: {"cus_blocked"})
+    catalog: dict[str, FakeProduct] = field(default_factory=fake_catalog)
+    flaky_failures: int = 2
+    # Pick/pack runs until cancelled, heartbeating, so a test can cancel an order mid-fulfilment.
+    hold_pick_pack: bool = False
+    calls: list[Call] = field(default_factory=list)
+    pick_pack_cancelled: bool = False
+    held: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def activities(self) -> list[Callable[..., Any]]:
+        return [
+            self.verify_customer,
+            self.reserve_stock,
+            self.release_stock,
+            self.commit_stock,
+            self.authorize_payment,
+            self.capture_payment,
+            self.void_payment,
+            self.refund_payment,
+            self.pick_and_pack,
+            self.book_shipment,
+            self.send_email,
+            self.record_order,
+        ]
+
+    # ---- what the tests read -----------------------------------------------------------------
+
+    def called(self, name: str) -> list[Any]:
+        return [call.arg for call in self.calls if call.name == name]
+
+    def names(self) -> list[str]:
+        """The business calls in order, without the read model's bookkeeping."""
+        return [call.name for call in self.calls if call.name != "record_order"]
+
+    def emails(self) -> list[EmailKind]:
+        return [email.kind for email in self.called("send_email")]
+
+    def _log(self, name: str, arg: BaseModel) -> None:
+        self.calls.append(Call(name, arg.model_copy(deep=True)))
+
+    # ---- customers and inventory -------------------------------------------------------------
+
+    @activity.defn(name="verify_customer")
+    async def verify_customer(self, request: VerifyCustomerInput) -> VerifiedCustomer:
+        self._log("verify_customer", request)
+        if request.customer_id in self.blocked:
+            raise business_failure(CUSTOMER_REJECTED, "customer_blocked", "customer is blocked")
+        customer = self.customers.get(request.customer_id)
+        if customer is None:
+            raise business_failure(CUSTOMER_REJECTED, "unknown_customer", "no such customer")
+        if request.shipping_address is not None:
+            customer = customer.model_copy(update={"shipping_address": request.shipping_address})
+        return customer
+
+    @activity.defn(name="reserve_stock")
+    async def reserve_stock(self, request: ReserveStockInput) -> Reservation:
+        self._log("reserve_stock", request)
+        lines = []
+        for item in request.items:
+            product = self.catalog.get(item.sku)
+            if product is None:
+                raise business_failure(UNKNOWN_SKU, "unknown_sku", f"{item.sku} is unknown")
+            if not product.digital and product.stock < item.quantity:
+                raise business_failure(
+                    OUT_OF_STOCK, "out_of_stock", f"not enough stock of {item.sku}"
+                )
+            lines.append(
+                OrderLine(
+                    sku=item.sku,
+                    name=product.name,
+                    quantity=item.quantity,
+                    unit_price=product.price,
+                    digital=product.digital,
+                )
+            )
+        for line in lines:
+            if not line.digital:
+                self.catalog[line.sku].stock -= line.quantity
+        self.held[request.order_id] = {line.sku: line.quantity for line in lines}
+        return Reservation(order_id=request.order_id, lines=lines)
+
+    @activity.defn(name="release_stock")
+    async def release_stock(self, request: OrderRef) -> int:
+        self._log("release_stock", request)
+        held = self.held.pop(request.order_id, {})
+        for sku, quantity in held.items():
+            if not self.catalog[sku].digital:
+                self.catalog[sku].stock += quantity
+        return sum(held.values())
+
+    @activity.defn(name="commit_stock")
+    async def commit_stock(self, request: OrderRef) -> int:
+        self._log("commit_stock", request)
+        return sum(self.held.pop(request.order_id, {}).values())
+
+    # ---- payments ----------------------------------------------------------------------------
+
+    @activity.defn(name="authorize_payment")
+    async def authorize_payment(self, request: AuthorizePaymentInput) -> PaymentAuthorization:
+        self._log("authorize_payment", request)
+        if request.token == DECLINED_TOKEN:
+            raise business_failure(PAYMENT_DECLINED, "card_declined", "the card was declined")
+        if request.token == FLAKY_TOKEN and activity.info().attempt <= self.flaky_failures:
+            raise ApplicationError("processor timeout", type="GatewayUnavailable")
+        return PaymentAuthorization(
+            authorization_id=f"auth-{request.idempotency_key}", amount=request.amount
+        )
+
+    @activity.defn(name="capture_payment")
+    async def capture_payment(self, request: CapturePaymentInput) -> PaymentResult:
+        self._log("capture_payment", request)
+        return PaymentResult(transaction_id=f"cap-{request.idempotency_key}", amount=request.amount)
+
+    @activity.defn(name="void_payment")
+    async def void_payment(self, request: VoidPaymentInput) -> PaymentResult:
+        self._log("void_payment", request)
+        return PaymentResult(transaction_id=f"void-{request.idempotency_key}", amount=0)
+
+    @activity.defn(name="refund_payment")
+    async def refund_payment(self, request: RefundPaymentInput) -> PaymentResult:
+        self._log("refund_payment", request)
+        return PaymentResult(transaction_id=f"ref-{request.idempotency_key}", amount=request.amount)
+
+    # ---- warehouse and carrier ---------------------------------------------------------------
+
+    @activity.defn(name="pick_and_pack")
+    async def pick_and_pack(self, request: PickPackInput) -> Parcel:
+        self._log("pick_and_pack", request)
+        try:
+            while self.hold_pick_pack:
+                activity.heartbeat("picking")
+                await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            self.pick_pack_cancelled = True
+            raise
+        return Parcel(
+            parcel_id=f"PCL-{request.order_id}", items=sum(ln.quantity for ln in request.lines)
+        )
+
+    @activity.defn(name="book_shipment")
+    async def book_shipment(self, request: BookShipmentInput) -> BookedShipment:
+        self._log("book_shipment", request)
+        return BookedShipment(carrier="fake-carrier", tracking_number=f"TRK-{request.order_id}")
+
+    # ---- notifications and read model --------------------------------------------------------
+
+    @activity.defn(name="send_email")
+    async def send_email(self, request: SendEmailInput) -> EmailReceipt:
+        self._log("send_email", request)
+        return EmailReceipt(message_id=f"<{request.idempotency_key}@fake>", already_sent=False)
+
+    @activity.defn(name="record_order")
+    async def record_order(self, request: RecordOrderInput) -> None:
+        self._log("record_order", request)
+
+
+@asynccontextmanager
+async def fake_worker(client: Client, fakes: FakeOrderSystems) -> AsyncIterator[str]:
+    """Run OrderWorkflow with `fakes` on a fresh task queue, yielding the queue's name.
+
+    Heartbeats are flushed every 100 ms (not every 8 s, 80% of pick/pack's heartbeat timeout)
+    so a cancel reaches the fake warehouse promptly.
+    """
+    task_queue = f"orders-test-{uuid.uuid4()}"
+    async with Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[OrderWorkflow],
+        activities=fakes.activities(),
+        max_heartbeat_throttle_interval=timedelta(milliseconds=100),
+        default_heartbeat_throttle_interval=timedelta(milliseconds=100),
+    ):
+        yield task_queue

@@ -1,0 +1,131 @@
+"""An order under test: the real OrderWorkflow on the time-skipping server, fake activities.
+
+Each test gets fresh fakes, a fresh task queue and a fresh order (workflow) id; whatever the
+test leaves running is terminated so no timer of it fires during another test's skipped days.
+"""
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from models.orders import (
+    CancelRequest,
+    CarrierEvent,
+    CarrierStatus,
+    OrderItem,
+    OrderStatus,
+    OrderView,
+    PaymentMethod,
+    PlaceOrderInput,
+)
+from models.wire import UPDATE_CANCEL, order_workflow_id
+from tests.conftest import eventually, new_id
+from tests.fakes import FakeOrderSystems, fake_worker
+from workflows.order import OrderWorkflow
+
+
+@dataclass
+class OrderUnderTest:
+    env: WorkflowEnvironment
+    fakes: FakeOrderSystems
+    task_queue: str
+    order_id: str = field(default_factory=lambda: new_id("order"))
+    _handle: WorkflowHandle[OrderWorkflow, OrderView] | None = None
+
+    @property
+    def handle(self) -> WorkflowHandle[OrderWorkflow, OrderView]:
+        assert self._handle is not None, "start() the order first"
+        return self._handle
+
+    async def start(
+        self,
+        items: dict[str, int] | None = None,
+        *,
+        token: str = "tok_visa",
+        customer_id: str = "cus_ada",
+    ) -> None:
+        order = PlaceOrderInput(
+            order_id=self.order_id,
+            customer_id=customer_id,
+            items=[
+                OrderItem(sku=sku, quantity=quantity)
+                for sku, quantity in (items or {"BOOK-DUNE": 1}).items()
+            ],
+            payment=PaymentMethod(token=token),
+            placed_at=datetime.now(UTC),
+        )
+        self._handle = await self.env.client.start_workflow(
+            OrderWorkflow.run,
+            order,
+            id=order_workflow_id(self.order_id),
+            task_queue=self.task_queue,
+        )
+
+    async def view(self) -> OrderView:
+        return await self.handle.query(OrderWorkflow.status)
+
+    async def wait_for(self, status: OrderStatus, *, skip: timedelta | None = None) -> OrderView:
+        """Poll the status query until `status`; with `skip`, jump that much time between polls
+        (for retry backoffs, which the server only skips while a test waits on it)."""
+
+        async def probe() -> OrderView:
+            if skip is not None:
+                await self.env.sleep(skip)
+            return await self.view()
+
+        return await eventually(probe, lambda view: view.status == status)
+
+    async def cancel(self, reason: str = "customer_request") -> OrderView:
+        """The cancel Update, by its wire name as the API sends it."""
+        return await self.handle.execute_update(
+            UPDATE_CANCEL, CancelRequest(reason=reason), result_type=OrderView
+        )
+
+    async def result(self) -> OrderView:
+        """The workflow's outcome; waiting for it lets the server skip timers (days) at once."""
+        return await self.handle.result()
+
+    async def carrier(
+        self,
+        status: CarrierStatus,
+        event_id: str,
+        *,
+        occurred_at: datetime | None = None,
+        tracking_number: str | None = None,
+    ) -> None:
+        await self.handle.signal(
+            OrderWorkflow.carrier_event,
+            CarrierEvent(
+                event_id=event_id,
+                tracking_number=tracking_number or f"TRK-{self.order_id}",
+                status=status,
+                occurred_at=occurred_at or datetime.now(UTC),
+                description=f"carrier says {status.value}",
+            ),
+        )
+
+    async def called(self, name: str, count: int = 1) -> None:
+        """Wait until the fake `name` has been called `count` times (activities start async)."""
+
+        async def probe() -> int:
+            return len(self.fakes.called(name))
+
+        await eventually(probe, lambda n: n >= count)
+
+
+@pytest.fixture
+async def order(time_skipping_env: WorkflowEnvironment) -> AsyncIterator[OrderUnderTest]:
+    fakes = FakeOrderSystems()
+    async with fake_worker(time_skipping_env.client, fakes) as task_queue:
+        under_test = OrderUnderTest(env=time_skipping_env, fakes=fakes, task_queue=task_queue)
+        try:
+            yield under_test
+        finally:
+            if under_test._handle is not None:
+                description = await under_test._handle.describe()
+                if description.status is WorkflowExecutionStatus.RUNNING:
+                    await under_test._handle.terminate("test finished")

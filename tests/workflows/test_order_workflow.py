@@ -1,0 +1,371 @@
+"""OrderWorkflow, one test per path, on the time-skipping server with fake outside systems.
+
+The fakes record every call, so each test checks what the order did to the outside world
+(charged once, voided what it authorized, released what it held, told the customer) as well
+as where it ended up. Days-long waits (delivery deadline, return window) are skipped.
+"""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+
+from models.activities import EmailKind, RecordOrderInput
+from models.orders import (
+    CarrierStatus,
+    OrderStatus,
+    OrderView,
+    TimelineEntry,
+)
+from models.wire import CUSTOMER_ID, ORDER_STATUS
+from tests.conftest import eventually
+from tests.fakes import ADA, DECLINED_TOKEN, FLAKY_TOKEN
+from tests.workflows.conftest import OrderUnderTest
+
+DUNE, EBOOK, SOLDOUT = 1899, 999, 4999
+STANDARD_SHIPPING = 499
+
+
+def entry(view: OrderView, event: str) -> TimelineEntry:
+    matches = [e for e in view.timeline if e.event == event]
+    assert len(matches) == 1, f"expected one {event!r} in {[e.event for e in view.timeline]}"
+    return matches[0]
+
+
+async def search_attributes(order: OrderUnderTest) -> tuple[str | None, str | None]:
+    described = await order.handle.describe()
+    attrs = described.typed_search_attributes
+    return attrs.get(ORDER_STATUS), attrs.get(CUSTOMER_ID)
+
+
+def assert_one_authorization_captured(order: OrderUnderTest, total: int) -> None:
+    (authorize,) = order.fakes.called("authorize_payment")
+    (capture,) = order.fakes.called("capture_payment")
+    assert authorize.amount == total
+    assert capture.authorization_id == f"auth-{authorize.idempotency_key}"
+    assert capture.amount == total
+
+
+# ---- orders that go the whole way ------------------------------------------------------------
+
+
+async def test_happy_physical_order_ships_is_delivered_and_completes(
+    order: OrderUnderTest,
+) -> None:
+    await order.start({"BOOK-DUNE": 2})
+    shipped = await order.wait_for(OrderStatus.SHIPPED)
+    total = 2 * DUNE + STANDARD_SHIPPING
+    assert shipped.totals is not None and shipped.totals.total == total
+    assert shipped.shipment is not None
+    assert shipped.shipment.tracking_number == f"TRK-{order.order_id}"
+    assert await search_attributes(order) == ("shipped", "cus_ada")
+
+    await order.carrier(CarrierStatus.IN_TRANSIT, "evt-1")
+    await order.carrier(CarrierStatus.DELIVERED, "evt-2")
+    delivered = await order.wait_for(OrderStatus.DELIVERED)
+    assert delivered.shipment is not None
+    assert delivered.shipment.status is CarrierStatus.DELIVERED
+    final = await order.result()
+
+    assert final.status is OrderStatus.COMPLETED
+    assert order.fakes.names() == [
+        "verify_customer",
+        "reserve_stock",
+        "send_email",
+        "authorize_payment",
+        "pick_and_pack",
+        "book_shipment",
+        "commit_stock",
+        "capture_payment",
+        "send_email",
+        "send_email",
+    ]
+    assert order.fakes.emails() == [EmailKind.CONFIRMATION, EmailKind.SHIPPED, EmailKind.DELIVERED]
+    assert {email.to for email in order.fakes.called("send_email")} == {ADA.email}
+    assert_one_authorization_captured(order, total)
+    assert final.payment.authorized == final.payment.captured == total
+    assert final.payment.refunded == 0
+    (pick,) = order.fakes.called("pick_and_pack")
+    assert [(line.sku, line.quantity) for line in pick.lines] == [("BOOK-DUNE", 2)]
+    assert order.fakes.called("release_stock") == []
+    assert await search_attributes(order) == ("completed", "cus_ada")
+
+    # The read model saw every change, numbered so a late snapshot never wins.
+    records: list[RecordOrderInput] = order.fakes.called("record_order")
+    assert [r.version for r in records] == list(range(1, len(records) + 1))
+    assert records[-1].order.status is OrderStatus.COMPLETED
+    statuses = [r.order.status for r in records]
+    for status in ("received", "confirmed", "fulfilling", "shipped", "delivered"):
+        assert OrderStatus(status) in statuses
+
+
+async def test_digital_only_order_is_delivered_by_email_and_captured_without_shipping(
+    order: OrderUnderTest,
+) -> None:
+    await order.start({"EBOOK-DUNE": 1})
+    final = await order.result()
+
+    assert final.status is OrderStatus.COMPLETED
+    assert final.totals is not None
+    assert (final.totals.shipping, final.totals.total) == (0, EBOOK)
+    assert final.shipment is None
+    for name in ("pick_and_pack", "book_shipment", "commit_stock"):
+        assert order.fakes.called(name) == [], name
+    assert order.fakes.emails() == [
+        EmailKind.CONFIRMATION,
+        EmailKind.DIGITAL_DELIVERY,
+        EmailKind.DELIVERED,
+    ]
+    assert_one_authorization_captured(order, EBOOK)
+    # Captured when delivered, i.e. after the download links went out.
+    names = order.fakes.names()
+    assert names.index("capture_payment") > names.index("send_email", 3)
+    assert final.delivered_at is not None
+
+
+async def test_mixed_order_emails_downloads_and_ships_only_the_physical_lines(
+    order: OrderUnderTest,
+) -> None:
+    await order.start({"BOOK-DUNE": 1, "EBOOK-DUNE": 1})
+    shipped = await order.wait_for(OrderStatus.SHIPPED)
+    total = DUNE + EBOOK + STANDARD_SHIPPING
+    assert shipped.totals is not None and shipped.totals.total == total
+
+    (pick,) = order.fakes.called("pick_and_pack")
+    assert [line.sku for line in pick.lines] == ["BOOK-DUNE"]
+    assert order.fakes.emails() == [
+        EmailKind.CONFIRMATION,
+        EmailKind.DIGITAL_DELIVERY,
+        EmailKind.SHIPPED,
+    ]
+    await order.carrier(CarrierStatus.DELIVERED, "evt-1")
+    final = await order.result()
+    assert final.status is OrderStatus.COMPLETED
+    assert order.fakes.emails()[-1] is EmailKind.DELIVERED
+    assert_one_authorization_captured(order, total)
+
+
+# ---- orders that stop before any money moves -----------------------------------------------
+
+
+async def test_blocked_customer_is_rejected_before_anything_is_held(
+    order: OrderUnderTest,
+) -> None:
+    await order.start(customer_id="cus_blocked")
+    final = await order.result()
+
+    assert final.status is OrderStatus.REJECTED
+    assert final.reason is not None and final.reason.code == "customer_blocked"
+    assert order.fakes.names() == ["verify_customer"]
+    assert await search_attributes(order) == ("rejected", "cus_blocked")
+
+
+async def test_out_of_stock_is_rejected_naming_the_sku_and_the_customer_is_told(
+    order: OrderUnderTest,
+) -> None:
+    await order.start({"BOOK-DUNE": 1, "BOOK-SOLDOUT": 1})
+    final = await order.result()
+
+    assert final.status is OrderStatus.REJECTED
+    assert final.reason is not None
+    assert final.reason.code == "out_of_stock"
+    assert "BOOK-SOLDOUT" in final.reason.detail
+    assert order.fakes.names() == ["verify_customer", "reserve_stock", "send_email"]
+    assert order.fakes.emails() == [EmailKind.REJECTED]
+
+
+# ---- payment ----------------------------------------------------------------------------------
+
+
+async def test_declined_card_releases_stock_and_emails_the_customer(
+    order: OrderUnderTest,
+) -> None:
+    await order.start(token=DECLINED_TOKEN)
+    final = await order.result()
+
+    assert final.status is OrderStatus.PAYMENT_DECLINED
+    assert final.reason is not None and final.reason.code == "card_declined"
+    assert len(order.fakes.called("authorize_payment")) == 1  # a decline is never retried
+    (release,) = order.fakes.called("release_stock")
+    assert release.order_id == order.order_id
+    assert order.fakes.emails() == [EmailKind.CONFIRMATION, EmailKind.PAYMENT_DECLINED]
+    for name in ("pick_and_pack", "capture_payment", "void_payment", "commit_stock"):
+        assert order.fakes.called(name) == [], name
+    assert final.payment.authorized == 0
+
+
+async def test_flaky_gateway_is_retried_with_the_same_key_until_it_approves(
+    order: OrderUnderTest,
+) -> None:
+    await order.start(token=FLAKY_TOKEN)
+    shipped = await order.wait_for(OrderStatus.SHIPPED, skip=timedelta(seconds=2))
+
+    attempts = order.fakes.called("authorize_payment")
+    assert len(attempts) == 3  # two transient failures, then approved
+    assert len({attempt.idempotency_key for attempt in attempts}) == 1
+    assert shipped.totals is not None
+    assert shipped.payment.authorized == shipped.payment.captured == shipped.totals.total
+    assert EmailKind.PAYMENT_DECLINED not in order.fakes.emails()
+    assert len(order.fakes.called("capture_payment")) == 1
+
+
+# ---- cancel -------------------------------------------------------------------------------------
+
+
+async def test_cancel_during_fulfilment_stops_the_warehouse_voids_releases_and_emails(
+    order: OrderUnderTest,
+) -> None:
+    order.fakes.hold_pick_pack = True
+    await order.start()
+    await order.wait_for(OrderStatus.FULFILLING)
+    await order.called("pick_and_pack")  # the warehouse is working on it
+
+    cancelled = await order.cancel("changed my mind")
+
+    assert cancelled.status is OrderStatus.CANCELLED
+    assert cancelled.reason is not None
+    assert (cancelled.reason.code, cancelled.reason.detail) == ("cancelled", "changed my mind")
+    assert cancelled.payment.voided
+    assert order.fakes.pick_pack_cancelled, "pick/pack was not told to stop"
+    (authorize,) = order.fakes.called("authorize_payment")
+    (void,) = order.fakes.called("void_payment")
+    assert void.authorize_key == authorize.idempotency_key
+    assert len(order.fakes.called("release_stock")) == 1
+
+    # The update answers as soon as the order is cancelled; the email follows.
+    final = await order.result()
+    assert final.status is OrderStatus.CANCELLED
+    assert order.fakes.emails() == [EmailKind.CONFIRMATION, EmailKind.CANCELLED]
+    for name in ("book_shipment", "commit_stock", "capture_payment"):
+        assert order.fakes.called(name) == [], name
+    assert await search_attributes(order) == ("cancelled", "cus_ada")
+
+
+async def test_cancel_is_refused_once_shipped_with_a_reason(order: OrderUnderTest) -> None:
+    await order.start()
+    await order.wait_for(OrderStatus.SHIPPED)
+
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await order.cancel()
+    cause = refused.value.cause
+    assert isinstance(cause, ApplicationError)
+    assert cause.type == "CancelRefused"
+    assert "can no longer be cancelled" in cause.message
+    assert cause.details == ("shipped",)
+
+    view = await order.view()
+    assert view.status is OrderStatus.SHIPPED
+    assert view.payment.voided is False
+    for name in ("void_payment", "release_stock"):
+        assert order.fakes.called(name) == [], name
+    # A refused update leaves no trace in the history (the validator ran before acceptance).
+    history = await order.handle.fetch_history()
+    accepted = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
+    assert not [e for e in history.events if e.event_type == accepted]
+
+
+# ---- delivery ---------------------------------------------------------------------------------
+
+
+async def test_no_delivery_within_14_days_refunds_and_fails_the_delivery(
+    order: OrderUnderTest,
+) -> None:
+    await order.start()
+    shipped = await order.wait_for(OrderStatus.SHIPPED)
+    assert shipped.totals is not None
+    total = shipped.totals.total
+
+    await order.env.sleep(timedelta(days=13, hours=23))  # skipped, not slept
+    assert (await order.view()).status is OrderStatus.SHIPPED
+    final = await order.result()
+
+    assert final.status is OrderStatus.DELIVERY_FAILED
+    assert final.reason is not None and final.reason.code == "delivery_timeout"
+    waited = entry(final, "delivery_failed").at - entry(final, "shipped").at
+    assert timedelta(days=14) <= waited < timedelta(days=14, hours=1)
+    (refund,) = order.fakes.called("refund_payment")
+    assert (refund.amount, refund.reason) == (total, "delivery_timeout")
+    assert refund.authorization_id == final.payment.authorization_id
+    assert final.payment.refunded == final.payment.captured == total
+    assert order.fakes.emails() == [
+        EmailKind.CONFIRMATION,
+        EmailKind.SHIPPED,
+        EmailKind.DELIVERY_FAILED,
+    ]
+
+
+async def test_return_to_sender_refunds_and_fails_the_delivery(order: OrderUnderTest) -> None:
+    await order.start()
+    await order.wait_for(OrderStatus.SHIPPED)
+    await order.carrier(CarrierStatus.IN_TRANSIT, "evt-1")
+    await order.carrier(CarrierStatus.RETURN_TO_SENDER, "evt-2")
+    final = await order.result()
+
+    assert final.status is OrderStatus.DELIVERY_FAILED
+    assert final.reason is not None and final.reason.code == "return_to_sender"
+    assert final.shipment is not None
+    assert final.shipment.status is CarrierStatus.RETURN_TO_SENDER
+    (refund,) = order.fakes.called("refund_payment")
+    assert refund.amount == final.payment.captured > 0
+    assert final.payment.refunded == final.payment.captured
+    assert order.fakes.emails()[-1] is EmailKind.DELIVERY_FAILED
+    assert EmailKind.DELIVERED not in order.fakes.emails()
+
+
+async def test_duplicate_and_out_of_order_carrier_events_change_nothing(
+    order: OrderUnderTest,
+) -> None:
+    await order.start()
+    await order.wait_for(OrderStatus.SHIPPED)
+    t0 = datetime.now(UTC)
+    await order.carrier(CarrierStatus.PRE_TRANSIT, "evt-1", occurred_at=t0)
+    await order.carrier(CarrierStatus.IN_TRANSIT, "evt-2", occurred_at=t0 + timedelta(hours=2))
+    # The same event again, even dressed up as something else, is ignored.
+    await order.carrier(CarrierStatus.IN_TRANSIT, "evt-2", occurred_at=t0 + timedelta(hours=2))
+    await order.carrier(CarrierStatus.FAILURE, "evt-2", occurred_at=t0 + timedelta(hours=3))
+    await order.carrier(CarrierStatus.DELIVERED, "evt-3", occurred_at=t0 + timedelta(hours=5))
+    await order.wait_for(OrderStatus.DELIVERED)
+    # An older scan reported late, and the delivery reported twice.
+    await order.carrier(CarrierStatus.IN_TRANSIT, "evt-4", occurred_at=t0 + timedelta(hours=4))
+    await order.carrier(CarrierStatus.DELIVERED, "evt-3", occurred_at=t0 + timedelta(hours=5))
+
+    async def event_ids() -> list[str]:
+        view = await order.view()
+        assert view.shipment is not None
+        return [event.event_id for event in view.shipment.events]
+
+    assert await eventually(event_ids, lambda ids: len(ids) >= 4) == [
+        "evt-1",
+        "evt-2",
+        "evt-4",
+        "evt-3",
+    ]
+    view = await order.view()
+    assert view.status is OrderStatus.DELIVERED
+    assert view.shipment is not None and view.shipment.status is CarrierStatus.DELIVERED
+    assert [e.event for e in view.timeline].count("delivered") == 1
+
+    final = await order.result()
+    assert final.status is OrderStatus.COMPLETED
+    assert order.fakes.emails().count(EmailKind.DELIVERED) == 1
+    assert order.fakes.called("refund_payment") == []
+
+
+async def test_return_window_closes_30_days_after_delivery(order: OrderUnderTest) -> None:
+    await order.start()
+    await order.wait_for(OrderStatus.SHIPPED)
+    await order.carrier(CarrierStatus.DELIVERED, "evt-1")
+    delivered = await order.wait_for(OrderStatus.DELIVERED)
+    assert delivered.delivered_at is not None
+    assert delivered.return_window_ends_at == delivered.delivered_at + timedelta(days=30)
+
+    await order.env.sleep(timedelta(days=29, hours=23))  # skipped, not slept
+    assert (await order.view()).status is OrderStatus.DELIVERED
+    final = await order.result()
+
+    assert final.status is OrderStatus.COMPLETED
+    open_for = entry(final, "completed").at - delivered.delivered_at
+    assert timedelta(days=30) <= open_for < timedelta(days=30, hours=1)
+    assert order.fakes.called("refund_payment") == []
