@@ -94,10 +94,13 @@ class InventoryActivities:
     def _settle(self, order_id: str, *, to_status: str, ship: bool) -> int:
         units = 0
         with Session(self._engine) as session:
+            # FOR UPDATE: a timed-out attempt still running beside its retry waits here, then
+            # finds the holds settled (PostgreSQL re-checks the WHERE); SQLite's BEGIN IMMEDIATE
+            # already serialises the two.
             holds = session.exec(
-                select(StockReservation).where(
-                    StockReservation.order_id == order_id, StockReservation.status == "held"
-                )
+                select(StockReservation)
+                .where(StockReservation.order_id == order_id, StockReservation.status == "held")
+                .with_for_update()
             ).all()
             for hold in holds:
                 values = {"stock_reserved": col(Product.stock_reserved) - hold.quantity}
