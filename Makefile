@@ -42,6 +42,9 @@ format: $(STAMP)
 run: $(STAMP)
 	$(PY) scripts/run.py
 
+demo: $(STAMP)
+	$(PY) scripts/demo.py
+
 worker: $(STAMP)
 	$(PY) worker.py
 

@@ -1,0 +1,314 @@
+"""`make demo`: customers and a carrier, played against a running `make run`.
+
+Places a handful of orders through the HTTP API (a paperback, an express order, an e-book, a
+declined card, a cancellation, a card gateway that fails twice before it approves, a parcel that
+comes back), then plays the carrier: once an order is `shipped` it posts signed tracking webhooks
+a few seconds apart, as EasyPost would. One status line per order shows where each one is; the
+same orders are in the Temporal UI (search `OrderStatus="shipped"` and the like).
+
+Only HTTP: API_URL (default: this machine's API_HOST/API_PORT) and the webhook secret from
+CARRIER_WEBHOOK_SECRET (the development default when unset).
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # settings.py and friends live at the repository root
+
+import httpx  # noqa: E402
+
+from api.signatures import SIGNATURE_HEADER, secrets_from_setting, sign  # noqa: E402
+from models.orders import FINAL_STATUSES, CarrierStatus, OrderStatus  # noqa: E402
+from settings import Settings  # noqa: E402
+
+ADA = "cus_ada"
+GRACE = "cus_grace"
+TO_THE_DOOR = [
+    CarrierStatus.PRE_TRANSIT,
+    CarrierStatus.IN_TRANSIT,
+    CarrierStatus.OUT_FOR_DELIVERY,
+    CarrierStatus.DELIVERED,
+]
+BACK_TO_US = [
+    CarrierStatus.PRE_TRANSIT,
+    CarrierStatus.IN_TRANSIT,
+    CarrierStatus.RETURN_TO_SENDER,
+]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    label: str
+    customer_id: str
+    items: list[tuple[str, int]]
+    token: str = "tok_visa"
+    delivery: str = "standard"
+    carrier: list[CarrierStatus] = field(default_factory=list)  # played once `shipped`
+    cancel: bool = False
+    expect: OrderStatus = OrderStatus.DELIVERED
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "customer_id": self.customer_id,
+            "items": [{"sku": sku, "quantity": quantity} for sku, quantity in self.items],
+            "delivery": self.delivery,
+            "payment": {"token": self.token},
+        }
+
+
+SCENARIOS = [
+    Scenario("paperback, standard", ADA, [("BOOK-DUNE", 1)], carrier=TO_THE_DOOR),
+    Scenario(
+        "two paperbacks, express",
+        GRACE,
+        [("BOOK-NEUROMANCER", 2)],
+        delivery="express",
+        carrier=TO_THE_DOOR,
+    ),
+    Scenario("e-book only", ADA, [("EBOOK-DUNE", 1)]),
+    Scenario(
+        "card declined",
+        GRACE,
+        [("BOOK-DUNE", 1)],
+        token="tok_chargeDeclined",
+        expect=OrderStatus.PAYMENT_DECLINED,
+    ),
+    Scenario(
+        "cancelled by the customer",
+        ADA,
+        [("BOOK-NEUROMANCER", 1)],
+        cancel=True,
+        expect=OrderStatus.CANCELLED,
+    ),
+    Scenario(
+        "flaky card gateway",
+        GRACE,
+        [("BOOK-DUNE", 1)],
+        token="tok_gatewayFlaky",
+        carrier=TO_THE_DOOR,
+    ),
+    Scenario(
+        "returned to sender",
+        ADA,
+        [("BOOK-DUNE", 1), ("BOOK-NEUROMANCER", 1)],
+        carrier=BACK_TO_US,
+        expect=OrderStatus.DELIVERY_FAILED,
+    ),
+]
+
+
+class Board:
+    """One line per order: redrawn in place on a terminal, printed on change otherwise."""
+
+    def __init__(self, labels: list[str], *, live: bool) -> None:
+        self.lines = dict.fromkeys(labels, "waiting to be placed")
+        self.live = live
+        self.width = max(map(len, labels)) + 2
+        self._drawn = 0
+
+    def show(self, label: str, text: str) -> None:
+        if self.lines[label] == text:
+            return
+        self.lines[label] = text
+        if self.live:
+            self.redraw()
+        else:
+            print(f"{label:<{self.width}}{text}", flush=True)
+
+    def redraw(self) -> None:
+        # Rows are cut to the terminal's width: a wrapped row would throw the cursor moves off.
+        columns = shutil.get_terminal_size().columns - 1
+        up = f"\033[{self._drawn}F" if self._drawn else ""
+        rows = "".join(
+            "\033[2K" + f"{label:<{self.width}}{text}"[:columns] + "\n"
+            for label, text in self.lines.items()
+        )
+        sys.stdout.write(up + rows)
+        sys.stdout.flush()
+        self._drawn = len(self.lines)
+
+
+class Demo:
+    def __init__(self, http: httpx.AsyncClient, secrets: list[str], step: float, board: Board):
+        self.http = http
+        self.secrets = secrets
+        self.step = step
+        self.board = board
+        self.run_id = uuid.uuid4().hex[:8]
+
+    async def play(self, number: int, scenario: Scenario, within: float) -> bool:
+        """Place the scenario's order and carry it to its expected status; True if it got there."""
+
+        def show(text: str) -> None:
+            self.board.show(scenario.label, text)
+
+        placed = await self.http.post(
+            "/orders",
+            json=scenario.body(),
+            headers={"Idempotency-Key": f"demo-{self.run_id}-{number}"},
+        )
+        if placed.status_code != 202:
+            show(f"could not be placed: HTTP {placed.status_code} {problem(placed)}")
+            return False
+        order_id = placed.json()["order_id"]
+        show(f"{order_id}  placed")
+
+        if scenario.cancel:
+            cancelled = await self.http.post(
+                f"/orders/{order_id}/cancel", json={"reason": "changed my mind"}
+            )
+            if cancelled.status_code not in (200, 202):
+                show(f"{order_id}  cancel refused: {problem(cancelled)}")
+                return False
+
+        deadline = time.monotonic() + within
+        events = list(scenario.carrier)
+        next_event_at = 0.0
+        while True:
+            view = (await self.http.get(f"/orders/{order_id}")).json()
+            status = OrderStatus(view["status"])
+            show(f"{order_id}  {describe(view)}")
+            if status is scenario.expect:
+                return True
+            if status in FINAL_STATUSES:
+                show(f"{order_id}  {describe(view)}  (expected {scenario.expect.value})")
+                return False
+            if status is OrderStatus.SHIPPED and events and time.monotonic() >= next_event_at:
+                refused = await self.carrier_reports(view, events.pop(0))
+                if refused:
+                    show(f"{order_id}  {refused}")
+                    return False
+                next_event_at = time.monotonic() + self.step
+            if time.monotonic() > deadline:
+                show(
+                    f"{order_id}  still {status.value} after {within:.0f}s "
+                    f"(expected {scenario.expect.value})"
+                )
+                return False
+            await asyncio.sleep(0.5)
+
+    async def carrier_reports(self, view: dict[str, Any], status: CarrierStatus) -> str | None:
+        """Post one tracking event, signed as the carrier signs; why it was refused, if it was."""
+        tracking = view["shipment"]["tracking_number"]
+        event = {
+            "event_id": f"evt_{tracking}_{status.value}",
+            "tracking_number": tracking,
+            "status": status.value,
+            "occurred_at": datetime.now(UTC).isoformat(),
+        }
+        body = json.dumps(event).encode()  # the exact bytes that are signed and sent
+        answer = await self.http.post(
+            "/webhooks/carrier",
+            content=body,
+            headers={
+                "Content-Type": "application/json",
+                SIGNATURE_HEADER: sign(body, self.secrets),
+            },
+        )
+        if answer.is_success:
+            return None
+        return f"webhook {status.value} refused: HTTP {answer.status_code} {problem(answer)}"
+
+
+def describe(view: dict[str, Any]) -> str:
+    """`shipped  carrier: in_transit  1Z...`: the status and what explains it."""
+    parts = [view["status"]]
+    if view.get("reason"):
+        parts.append(f"{view['reason']['code']}: {view['reason']['detail']}")
+    shipment = view.get("shipment")
+    if shipment:
+        parts.append(
+            f"carrier: {shipment.get('status') or 'booked'}  {shipment['tracking_number']}"
+        )
+    return "  ".join(parts)
+
+
+def problem(response: httpx.Response) -> str:
+    """The `detail` of an RFC 9457 problem answer, or the start of whatever else came back."""
+    try:
+        return str(response.json().get("detail") or response.text[:200])
+    except ValueError:
+        return response.text[:200]
+
+
+def default_api_url(settings: Settings) -> str:
+    host = settings.api_host
+    host = "localhost" if host in ("0.0.0.0", "::", "127.0.0.1", "::1", "") else host
+    return f"http://{host}:{settings.api_port}"
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    settings = Settings()
+    try:
+        secrets = secrets_from_setting(settings.webhook_secret)
+    except RuntimeError as err:  # production without a secret
+        print(f"demo: {err}", file=sys.stderr)
+        return 1
+    async with httpx.AsyncClient(base_url=args.api_url, timeout=10.0) as http:
+        try:
+            (await http.get("/healthz")).raise_for_status()
+        except httpx.HTTPError as err:
+            print(
+                f"demo: no ordermill API answers at {args.api_url} ({err}).\n"
+                "Start everything with `make run` first, or point API_URL at the API.",
+                file=sys.stderr,
+            )
+            return 1
+        print(
+            f"Placing {len(SCENARIOS)} orders at {args.api_url}; the carrier reports every "
+            f"{args.step:g}s once an order has shipped.\n",
+            flush=True,
+        )
+        board = Board([s.label for s in SCENARIOS], live=sys.stdout.isatty())
+        if board.live:
+            board.redraw()
+        demo = Demo(http, secrets, args.step, board)
+        results = await asyncio.gather(
+            *(demo.play(n, s, args.timeout) for n, s in enumerate(SCENARIOS, 1))
+        )
+    failed = [s.label for s, ok in zip(SCENARIOS, results, strict=True) if not ok]
+    print()
+    if failed:
+        print(f"demo: {len(failed)} order(s) did not end as expected: {', '.join(failed)}")
+        return 1
+    print(
+        "Every order ended as expected. Find them in the Temporal UI, e.g. with the query "
+        'OrderStatus="delivered" or CustomerId="cus_ada"; emails are in the outbox (or Mailpit).'
+    )
+    return 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument(
+        "--api-url",
+        default=os.environ.get("API_URL") or default_api_url(Settings()),
+        help="where the API answers (API_URL; default from API_HOST/API_PORT)",
+    )
+    parser.add_argument(
+        "--step", type=float, default=3.0, help="seconds between a parcel's tracking events"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=180.0, help="seconds each order may take in all"
+    )
+    args = parser.parse_args()
+    try:
+        sys.exit(asyncio.run(main_async(args)))
+    except KeyboardInterrupt:
+        print("\ndemo: interrupted; the orders carry on in Temporal", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
