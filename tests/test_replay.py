@@ -1,0 +1,28 @@
+"""Replay the committed order histories against today's OrderWorkflow.
+
+A failure here means the workflow code changed in a way that orders already running would
+not survive (a reordered, added or removed activity, timer or status change). Make the change
+compatible with `workflow.patched(...)` rather than re-recording; see tests/record_histories.py.
+"""
+
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from workflows.order import OrderWorkflow
+
+HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+
+
+def test_every_guarded_path_has_a_recorded_history() -> None:
+    assert {path.stem for path in HISTORIES} >= {"happy", "declined", "cancelled"}
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=lambda path: path.stem)
+async def test_recorded_history_replays_on_the_current_workflow(path: Path) -> None:
+    history = WorkflowHistory.from_json(f"order-{path.stem}", path.read_text())
+    replayer = Replayer(workflows=[OrderWorkflow], data_converter=pydantic_data_converter)
+    await replayer.replay_workflow(history)
