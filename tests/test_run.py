@@ -22,6 +22,7 @@ from tests.conftest import eventually, free_port
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / "scripts" / "run.py"
 ON_LINUX = sys.platform == "linux"
+HAS_API = (ROOT / "api" / "main.py").exists()
 
 
 class Supervisor:
@@ -144,6 +145,7 @@ async def test_an_existing_temporal_address_is_used_instead_of_starting_one(
 
 @pytest.mark.e2e
 @pytest.mark.skipif(not ON_LINUX, reason="checks for leftover processes through /proc")
+@pytest.mark.skipif(not HAS_API, reason="api/main.py is not there yet: nothing to serve")
 async def test_runs_restarts_stops_cleanly_and_keeps_orders(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     env = run_env(data_dir)
