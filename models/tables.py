@@ -128,3 +128,28 @@ class OrderEvent(SQLModel, table=True):
     event: str
     status: str
     detail: str = ""
+
+
+class IdempotencyKey(SQLModel, table=True):
+    """An `Idempotency-Key` a client sent with POST /orders, and the order it created.
+
+    The primary key is the serialization point: of two requests racing with one key, one
+    inserts and the other reads the winner's row. Rows are honoured for at least 24 h.
+    """
+
+    key: str = Field(primary_key=True, max_length=255)
+    fingerprint: str = Field(description="SHA-256 of the canonical request body")
+    order_id: str
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class CarrierWebhookReceipt(SQLModel, table=True):
+    """One row per carrier tracking event received, so a redelivered event changes nothing."""
+
+    event_id: str = Field(primary_key=True, max_length=200)
+    tracking_number: str = Field(index=True)
+    order_id: str = Field(index=True)
+    status: str
+    occurred_at: datetime = Field(sa_type=DateTime(timezone=True))
+    outcome: str = Field(description="pending, signalled or order_closed")
+    received_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))

@@ -1,0 +1,212 @@
+"""Request and response bodies of the HTTP API that are not already order payloads.
+
+The order itself (`OrderView`, `OrderItem`, `Address`, ...) lives in models.orders and is
+shared with the workflow; these are the shapes only HTTP clients see.
+"""
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+
+from models.orders import (
+    MAX_LINES,
+    Address,
+    CarrierStatus,
+    DeliveryOption,
+    OrderItem,
+    OrderStatus,
+    PaymentMethod,
+)
+
+CustomerId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+ADDRESS_EXAMPLE = {
+    "name": "Ada Lovelace",
+    "line1": "12 Analytical Way",
+    "city": "Springfield",
+    "postal_code": "62701",
+    "country": "US",
+}
+
+
+class PlaceOrderRequest(BaseModel):
+    """What a client sends to place an order. Prices come from the catalog, never from here."""
+
+    # Unknown top-level fields are refused: a misspelt `shiping_address` silently falling back
+    # to the address on file would ship a parcel to the wrong place.
+    model_config = ConfigDict(extra="forbid")
+
+    customer_id: CustomerId
+    items: list[OrderItem] = Field(min_length=1, max_length=MAX_LINES)
+    shipping_address: Address | None = Field(
+        default=None, description="Where to ship; the customer's address on file when omitted"
+    )
+    delivery: DeliveryOption = DeliveryOption.STANDARD
+    payment: PaymentMethod = Field(
+        description="A card token from the payment provider (`tok_...`); never a card number"
+    )
+
+
+PLACE_ORDER_EXAMPLES = {
+    "paperback": {
+        "summary": "One paperback to the address on file",
+        "value": {
+            "customer_id": "cus_ada",
+            "items": [{"sku": "BOOK-DUNE", "quantity": 1}],
+            "delivery": "standard",
+            "payment": {"token": "tok_visa"},
+        },
+    },
+    "express_mixed": {
+        "summary": "Paperback and e-book, express, to a given address",
+        "value": {
+            "customer_id": "cus_grace",
+            "items": [
+                {"sku": "BOOK-NEUROMANCER", "quantity": 2},
+                {"sku": "EBOOK-DUNE", "quantity": 1},
+            ],
+            "shipping_address": ADDRESS_EXAMPLE,
+            "delivery": "express",
+            "payment": {"token": "tok_mastercard"},
+        },
+    },
+    "declined": {
+        "summary": "A card the simulated processor declines",
+        "value": {
+            "customer_id": "cus_ada",
+            "items": [{"sku": "BOOK-DUNE", "quantity": 1}],
+            "payment": {"token": "tok_chargeDeclined"},
+        },
+    },
+}
+
+
+class OrderSummary(BaseModel):
+    """One line of an order list, from the read model."""
+
+    order_id: str
+    customer_id: str
+    status: OrderStatus
+    reason_code: str | None = None
+    currency: str
+    total: int | None = Field(default=None, description="Minor units; unknown until priced")
+    tracking_number: str | None = None
+    placed_at: datetime
+    updated_at: datetime
+
+
+class OrderPage(BaseModel):
+    items: list[OrderSummary]
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `cursor` for the next page; absent on the last page"
+    )
+
+
+CANCEL_EXAMPLES = {
+    "changed_mind": {
+        "summary": "The customer changed their mind",
+        "value": {"reason": "changed my mind"},
+    },
+    "default": {"summary": "No reason given", "value": {}},
+}
+
+
+class ProductView(BaseModel):
+    sku: str
+    name: str
+    price: int = Field(description="Unit price in minor units")
+    currency: str
+    digital: bool
+    available: int | None = Field(
+        description="Units on hand and not reserved; null for digital goods, which never run out"
+    )
+
+
+class CreateCustomerRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    email: EmailStr
+    address: Address | None = Field(default=None, description="Default shipping address")
+
+
+CREATE_CUSTOMER_EXAMPLES = {
+    "with_address": {
+        "summary": "A customer with a default shipping address",
+        "value": {"name": "Ada Lovelace", "email": "ada@example.com", "address": ADDRESS_EXAMPLE},
+    },
+    "without_address": {
+        "summary": "A customer who gives an address with each order",
+        "value": {"name": "Alan Turing", "email": "alan@example.com"},
+    },
+}
+
+
+class CustomerView(BaseModel):
+    id: str
+    name: str
+    email: str
+    address: Address | None = None
+    blocked: bool
+    created_at: datetime
+
+
+CARRIER_EVENT_EXAMPLES = {
+    "in_transit": {
+        "summary": "The parcel left the depot",
+        "value": {
+            "event_id": "evt_01HZX3J8Q4",
+            "tracking_number": "OM4F2A9C1D7E3B5A60",
+            "status": CarrierStatus.IN_TRANSIT.value,
+            "occurred_at": "2026-01-05T09:30:00Z",
+            "description": "Departed Springfield depot",
+        },
+    },
+    "delivered": {
+        "summary": "The parcel was delivered",
+        "value": {
+            "event_id": "evt_01HZX9M2K7",
+            "tracking_number": "OM4F2A9C1D7E3B5A60",
+            "status": CarrierStatus.DELIVERED.value,
+            "occurred_at": "2026-01-06T14:02:00Z",
+        },
+    },
+}
+
+
+class WebhookAck(BaseModel):
+    """What the carrier gets back: any 2xx means "do not send this event again"."""
+
+    event_id: str
+    outcome: Literal["signalled", "duplicate", "order_closed"] = Field(
+        description="signalled: passed to the order; duplicate: seen before, nothing done; "
+        "order_closed: recorded, but the order no longer waits for tracking events"
+    )
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="Where the problem is, e.g. `items[0].sku`")
+    reason: str
+
+
+class ProblemDocument(BaseModel):
+    """An RFC 9457 problem document (`application/problem+json`)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[FieldError] | None = Field(
+        default=None, description="For validation problems: each field and what is wrong with it"
+    )
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, str] = Field(description="Each dependency and `ok` or what failed")
