@@ -1,0 +1,1 @@
+"""ordermill's HTTP API: starts order workflows, signals and updates them, and reads orders."""
