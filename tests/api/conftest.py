@@ -1,0 +1,112 @@
+"""The HTTP API wired to the shared e2e stack: real dev server, real worker, real database.
+
+`api` is an httpx client talking to the app in-process (ASGITransport); the app's lifespan
+runs with the stack's Temporal client and engine handed in, so no second worker or connection
+is made. Ids are fresh per test, so tests share the stack without seeing each other's orders.
+"""
+
+import json
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from api.main import create_app
+from api.signatures import SIGNATURE_HEADER, sign
+from tests.conftest import E2EStack, eventually, new_id
+
+ORDER = {
+    "customer_id": "cus_ada",
+    "items": [{"sku": "BOOK-DUNE", "quantity": 1}],
+    "delivery": "standard",
+    "payment": {"token": "tok_visa"},
+}
+
+
+def order_body(**changes: Any) -> dict[str, Any]:
+    return {**json.loads(json.dumps(ORDER)), **changes}
+
+
+@pytest.fixture(scope="session")
+async def api_app(e2e_stack: E2EStack) -> AsyncIterator[FastAPI]:
+    app = create_app(e2e_stack.settings, temporal_client=e2e_stack.client, engine=e2e_stack.engine)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+@pytest.fixture(scope="session")
+async def api(api_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=api_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://ordermill.test") as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def webhook_secret(e2e_stack: E2EStack) -> str:
+    return e2e_stack.settings.webhook_secret
+
+
+async def place(api: httpx.AsyncClient, **changes: Any) -> dict[str, Any]:
+    response = await api.post("/orders", json=order_body(**changes))
+    assert response.status_code == 202, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def follow(
+    api: httpx.AsyncClient, order_id: str, check: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    """Poll GET /orders/{id} until `check` holds (with a deadline)."""
+
+    async def fetch() -> dict[str, Any]:
+        response = await api.get(f"/orders/{order_id}")
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    return await eventually(fetch, check, within=30)
+
+
+def has_status(*statuses: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda view: view["status"] in statuses
+
+
+def carrier_event(tracking_number: str, status: str, **changes: Any) -> dict[str, Any]:
+    return {
+        "event_id": new_id("evt"),
+        "tracking_number": tracking_number,
+        "status": status,
+        "occurred_at": datetime.now(UTC).isoformat(),
+        **changes,
+    }
+
+
+async def post_event(
+    api: httpx.AsyncClient,
+    event: dict[str, Any] | bytes,
+    secret: str | list[str] | None,
+    *,
+    timestamp: int | None = None,
+    header: str | None = None,
+) -> httpx.Response:
+    """Post a carrier event signed with `secret` (unsigned when None), or with `header` as is."""
+    body = event if isinstance(event, bytes) else json.dumps(event).encode()
+    headers = {b"Content-Type": b"application/json"}
+    if header is not None:
+        headers[SIGNATURE_HEADER.encode()] = header.encode("latin-1")
+    elif secret is not None:
+        headers[SIGNATURE_HEADER.encode()] = sign(body, secret, timestamp).encode()
+    return await api.post("/webhooks/carrier", content=body, headers=headers)
+
+
+def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    problem: dict[str, Any] = response.json()
+    assert problem["status"] == status
+    assert {"type", "title", "detail"} <= problem.keys()
+    assert "Traceback" not in response.text
+    return problem
