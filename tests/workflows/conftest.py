@@ -4,6 +4,7 @@ Each test gets fresh fakes, a fresh task queue and a fresh order (workflow) id; 
 test leaves running is terminated so no timer of it fires during another test's skipped days.
 """
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,8 @@ from models.wire import UPDATE_CANCEL, order_workflow_id
 from tests.conftest import eventually, new_id
 from tests.fakes import FakeOrderSystems, fake_worker
 from workflows.order import OrderWorkflow
+
+UPDATE_DEADLINE = 20.0  # seconds of real time
 
 
 @dataclass
@@ -80,10 +83,15 @@ class OrderUnderTest:
         return await eventually(probe, lambda view: view.status == status)
 
     async def cancel(self, reason: str = "customer_request") -> OrderView:
-        """The cancel Update, by its wire name as the API sends it."""
-        return await self.handle.execute_update(
-            UPDATE_CANCEL, CancelRequest(reason=reason), result_type=OrderView
-        )
+        """The cancel Update, by its wire name as the API sends it.
+
+        Bounded by a deadline: an order that never reaches a final status would otherwise
+        keep the update, and the test, waiting forever.
+        """
+        async with asyncio.timeout(UPDATE_DEADLINE):
+            return await self.handle.execute_update(
+                UPDATE_CANCEL, CancelRequest(reason=reason), result_type=OrderView
+            )
 
     async def result(self) -> OrderView:
         """The workflow's outcome; waiting for it lets the server skip timers (days) at once."""
