@@ -55,7 +55,7 @@ log = logging.getLogger("ordermill.api.orders")
 router = APIRouter(prefix="/orders", tags=["orders"])
 
 # How long a request waits on Temporal before answering from what it has.
-QUERY_TIMEOUT = timedelta(seconds=5)
+QUERY_TIMEOUT = timedelta(seconds=2)  # the read model answers when no worker does
 CANCEL_WAIT = timedelta(seconds=20)
 CANCEL_REFUSED = "CancelRefused"
 
