@@ -134,7 +134,13 @@ async def main(names: list[str]) -> None:
     try:
         with tempfile.TemporaryDirectory() as data_dir:
             # Pick/pack lasts long enough to cancel it, and heartbeats reach the server at once.
-            settings = Settings(data_dir=Path(data_dir), fulfillment_delay=timedelta(seconds=4))
+            # Explicit None: a DATABASE_URL or SMTP_HOST in the environment must not be used.
+            settings = Settings(
+                data_dir=Path(data_dir),
+                database_url=None,
+                smtp_host=None,
+                fulfillment_delay=timedelta(seconds=4),
+            )
             engine = init_database(settings.effective_database_url)
             with ThreadPoolExecutor(max_workers=8) as executor:
                 async with Worker(

@@ -59,10 +59,11 @@ def worker_processes(
     """Starts `python worker.py` processes sharing one DATA_DIR; kills them all afterwards."""
     data_dir = tmp_path / "data"
     started: list[subprocess.Popen[bytes]] = []
+    # Nothing of the developer's own setup: no TEMPORAL_API_KEY/TLS/profile, DB or SMTP.
     env = {
         key: value
         for key, value in os.environ.items()
-        if key not in ("SMTP_HOST", "DATABASE_URL", "APP_ENV")
+        if not key.startswith("TEMPORAL_") and key not in ("SMTP_HOST", "DATABASE_URL", "APP_ENV")
     }
     env |= {
         "TEMPORAL_ADDRESS": crash_server.client.service_client.config.target_host,
