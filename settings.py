@@ -58,6 +58,14 @@ class Settings(BaseSettings):
     carrier_webhook_secret: str | None = None
     download_link_secret: str | None = None
 
+    encryption_key: str | None = Field(
+        default=None, description="base64 of 32 bytes; encrypts every Temporal payload"
+    )
+    encryption_key_id: str = "k1"
+    encryption_old_keys: str | None = Field(
+        default=None, description="id:base64,... keys that still decrypt older payloads"
+    )
+
     delivery_timeout: Duration = timedelta(days=14)
     return_window: Duration = timedelta(days=30)
     fulfillment_delay: Duration = timedelta(seconds=5)

@@ -2,7 +2,8 @@
 
 Address and namespace come from our settings; TLS, API keys and profiles from Temporal's
 standard environment configuration (TEMPORAL_API_KEY, TEMPORAL_TLS_CLIENT_CERT_PATH, ...),
-so Temporal Cloud or any cluster needs no code change.
+so Temporal Cloud or any cluster needs no code change. With ENCRYPTION_KEY set, every payload
+is encrypted (see encryption.py).
 """
 
 from typing import Any
@@ -14,9 +15,9 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfigProfile
 
+from encryption import codec_from_settings, data_converter
 from models.orders import OrderStatus, OrderView, PlaceOrderInput
 from models.wire import CUSTOMER_ID, ORDER_STATUS, ORDER_WORKFLOW, TASK_QUEUE, order_workflow_id
 from settings import Settings
@@ -26,7 +27,10 @@ async def connect_temporal(settings: Settings) -> Client:
     config = ClientConfigProfile.load().to_client_connect_config()
     config["target_host"] = settings.temporal_address
     config["namespace"] = settings.temporal_namespace
-    return await Client.connect(**config, data_converter=pydantic_data_converter)
+    codec = codec_from_settings(
+        settings.encryption_key_id, settings.encryption_key, settings.encryption_old_keys
+    )
+    return await Client.connect(**config, data_converter=data_converter(codec))
 
 
 async def start_order(client: Client, order: PlaceOrderInput) -> WorkflowHandle[Any, OrderView]:

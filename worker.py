@@ -17,9 +17,9 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.customers import CustomerActivities
+from activities.downloads import DownloadActivities, DownloadLinks
 from activities.inventory import InventoryActivities
 from activities.notifications import (
-    DownloadLinks,
     NotificationActivities,
     Notifier,
     OutboxNotifier,
@@ -62,13 +62,16 @@ def build_activities(settings: Settings, engine: Engine) -> list[Callable[..., A
         engine,
         sender=settings.mail_from,
         links=DownloadLinks(settings.public_base_url, settings.download_secret),
+        support_mailbox=settings.support_email,
     )
+    downloads = DownloadActivities(engine)
     read_model = ReadModelActivities(engine)
     return [
         customers.verify_customer,
         inventory.reserve_stock,
         inventory.release_stock,
         inventory.commit_stock,
+        inventory.restock,
         payments.authorize_payment,
         payments.capture_payment,
         payments.void_payment,
@@ -76,6 +79,8 @@ def build_activities(settings: Settings, engine: Engine) -> list[Callable[..., A
         warehouse.pick_and_pack,
         shipping.book_shipment,
         notifications.send_email,
+        notifications.notify_support,
+        downloads.revoke_downloads,
         read_model.record_order,
     ]
 

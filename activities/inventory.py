@@ -4,13 +4,14 @@ Every call is idempotent per order, so Temporal may retry any of them safely.
 """
 
 from sqlalchemy import Engine, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from temporalio import activity
 
 from activities.errors import OUT_OF_STOCK, UNKNOWN_SKU, business_failure
-from models.activities import OrderRef, Reservation, ReserveStockInput
+from models.activities import OrderRef, Reservation, ReserveStockInput, RestockInput
 from models.orders import OrderLine
-from models.tables import Product, StockReservation
+from models.tables import Product, Restock, StockReservation
 
 
 class InventoryActivities:
@@ -90,6 +91,33 @@ class InventoryActivities:
     def commit_stock(self, request: OrderRef) -> int:
         """The held stock left the warehouse: it is no longer on hand."""
         return self._settle(request.order_id, to_status="committed", ship=True)
+
+    @activity.defn(name="restock")
+    def restock(self, request: RestockInput) -> int:
+        """Put a return's units back on hand, once per return; returns the units restocked."""
+        with Session(self._engine) as session:
+            units = 0
+            for line in request.lines:
+                session.add(
+                    Restock(
+                        order_id=request.order_id,
+                        return_id=request.return_id,
+                        sku=line.sku,
+                        quantity=line.quantity,
+                    )
+                )
+                session.execute(
+                    update(Product)
+                    .where(col(Product.sku) == line.sku)
+                    .values(stock_on_hand=col(Product.stock_on_hand) + line.quantity)
+                )
+                units += line.quantity
+            try:
+                session.commit()
+            except IntegrityError:  # this return was restocked by an earlier attempt
+                session.rollback()
+                return 0
+        return units
 
     def _settle(self, order_id: str, *, to_status: str, ship: bool) -> int:
         units = 0

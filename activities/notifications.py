@@ -6,7 +6,6 @@ that sees it twice can tell.
 """
 
 import hashlib
-import hmac
 import os
 import smtplib
 import tempfile
@@ -20,8 +19,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 from temporalio import activity
 
-from activities.email_templates import render
-from models.activities import EmailKind, EmailReceipt, SendEmailInput
+from activities.downloads import DownloadLinks
+from activities.email_templates import render, render_support_inquiry
+from models.activities import EmailKind, EmailReceipt, SendEmailInput, SupportInquiryInput
 from models.tables import SentEmail
 
 
@@ -73,60 +73,93 @@ class OutboxNotifier:
             os.unlink(tmp.name)
 
 
-class DownloadLinks:
-    """Signed download links for digital lines; the secret never enters a workflow payload."""
-
-    def __init__(self, base_url: str, secret: str) -> None:
-        self._base_url = base_url.rstrip("/")
-        self._secret = secret.encode()
-
-    def url(self, order_id: str, sku: str) -> str:
-        signature = hmac.new(self._secret, f"{order_id}/{sku}".encode(), hashlib.sha256)
-        return f"{self._base_url}/downloads/{order_id}/{sku}?sig={signature.hexdigest()[:32]}"
-
-
 class NotificationActivities:
     def __init__(
-        self, notifier: Notifier, engine: Engine, *, sender: str, links: DownloadLinks
+        self,
+        notifier: Notifier,
+        engine: Engine,
+        *,
+        sender: str,
+        links: DownloadLinks,
+        support_mailbox: str,
     ) -> None:
         self._notifier = notifier
         self._engine = engine
         self._sender = sender
         self._links = links
+        self._support_mailbox = support_mailbox
 
     @activity.defn(name="send_email")
     def send_email(self, request: SendEmailInput) -> EmailReceipt:
-        message_id = _message_id(request.idempotency_key)
-        with Session(self._engine) as session:
-            if session.get(SentEmail, request.idempotency_key) is not None:
-                return EmailReceipt(message_id=message_id, already_sent=True)
-
         order = request.order
         links = (
             [self._links.url(order.order_id, line.sku) for line in order.lines if line.digital]
             if request.kind is EmailKind.DIGITAL_DELIVERY
             else []
         )
-        subject, body = render(request.kind, request.customer_name, order, links)
+        subject, body = render(
+            request.kind, request.customer_name, order, links, reference=request.reference
+        )
+        return self._send_once(
+            key=request.idempotency_key,
+            order_id=order.order_id,
+            kind=request.kind.value,
+            to=request.to,
+            subject=subject,
+            body=body,
+        )
+
+    @activity.defn(name="notify_support")
+    def notify_support(self, request: SupportInquiryInput) -> EmailReceipt:
+        """Forward a customer's question to the support mailbox, with the order attached."""
+        subject, body = render_support_inquiry(request.inquiry, request.order)
+        return self._send_once(
+            key=request.idempotency_key,
+            order_id=request.order.order_id,
+            kind="support_inquiry",
+            to=self._support_mailbox,
+            subject=subject,
+            body=body,
+            reply_to=request.customer_email,
+        )
+
+    def _send_once(
+        self,
+        *,
+        key: str,
+        order_id: str,
+        kind: str,
+        to: str,
+        subject: str,
+        body: str,
+        reply_to: str | None = None,
+    ) -> EmailReceipt:
+        message_id = _message_id(key)
+        with Session(self._engine) as session:
+            if session.get(SentEmail, key) is not None:
+                return EmailReceipt(message_id=message_id, already_sent=True)
+
         message = EmailMessage()
         message["From"] = self._sender
-        message["To"] = request.to
+        message["To"] = to
+        if reply_to:
+            message["Reply-To"] = reply_to
         message["Subject"] = subject
         message["Date"] = formatdate(localtime=False)
         message["Message-ID"] = message_id
-        message["X-Ordermill-Order"] = order.order_id
-        message["X-Ordermill-Kind"] = request.kind.value
-        message["X-Ordermill-Key"] = request.idempotency_key
+        message["X-Ordermill-Order"] = order_id
+        message["X-Ordermill-Kind"] = kind
+        message["X-Ordermill-Key"] = key
         message.set_content(body)
         self._notifier.send(message)
 
         with Session(self._engine) as session:
             session.add(
                 SentEmail(
-                    idempotency_key=request.idempotency_key,
-                    order_id=order.order_id,
-                    kind=request.kind.value,
-                    recipient=request.to,
+                    idempotency_key=key,
+                    order_id=order_id,
+                    kind=kind,
+                    recipient=to,
                     message_id=message_id,
                 )
             )

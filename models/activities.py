@@ -4,7 +4,15 @@ from enum import StrEnum
 
 from pydantic import BaseModel
 
-from models.orders import Address, DeliveryOption, OrderItem, OrderLine, OrderView
+from models.orders import (
+    Address,
+    DeliveryOption,
+    InquiryView,
+    OrderItem,
+    OrderLine,
+    OrderView,
+    ReturnLine,
+)
 
 
 class VerifyCustomerInput(BaseModel):
@@ -84,12 +92,18 @@ class Parcel(BaseModel):
     items: int
 
 
+class ShipmentDirection(StrEnum):
+    OUTBOUND = "outbound"  # from the warehouse to the customer
+    RETURN = "return"  # from the customer back to the warehouse
+
+
 class BookShipmentInput(BaseModel):
     order_id: str
     parcel_id: str
     delivery: DeliveryOption
     address: Address
     idempotency_key: str
+    direction: ShipmentDirection = ShipmentDirection.OUTBOUND
 
 
 class BookedShipment(BaseModel):
@@ -104,6 +118,11 @@ class EmailKind(StrEnum):
     DELIVERED = "delivered"
     PAYMENT_DECLINED = "payment_declined"
     REJECTED = "rejected"
+    RETURN_LABEL = "return_label"
+    RETURN_REFUNDED = "return_refunded"
+    EXCHANGE_SHIPPED = "exchange_shipped"
+    RETURN_NOT_RECEIVED = "return_not_received"
+    REFUND_ISSUED = "refund_issued"
     CANCELLED = "cancelled"
     DELIVERY_FAILED = "delivery_failed"
 
@@ -116,6 +135,27 @@ class SendEmailInput(BaseModel):
     to: str
     customer_name: str
     order: OrderView
+    reference: str | None = None  # the return or refund the email is about, if any
+
+
+class SupportInquiryInput(BaseModel):
+    """A customer's question, forwarded to the support mailbox with the order's state."""
+
+    idempotency_key: str
+    customer_email: str
+    inquiry: InquiryView
+    order: OrderView
+
+
+class RestockInput(BaseModel):
+    order_id: str
+    return_id: str
+    lines: list[ReturnLine]
+
+
+class RevokeDownloadsInput(BaseModel):
+    order_id: str
+    skus: list[str]
 
 
 class EmailReceipt(BaseModel):

@@ -33,6 +33,8 @@ class OrderStatus(StrEnum):
     DELIVERED = "delivered"
     DELIVERY_FAILED = "delivery_failed"
     CANCELLED = "cancelled"
+    PARTIALLY_RETURNED = "partially_returned"
+    RETURNED = "returned"
     COMPLETED = "completed"
 
 
@@ -46,6 +48,12 @@ FINAL_STATUSES = frozenset(
         OrderStatus.COMPLETED,
     }
 )
+# Statuses in which the order is in the customer's hands and customer service applies.
+AFTER_DELIVERY_STATUSES = frozenset(
+    {OrderStatus.DELIVERED, OrderStatus.PARTIALLY_RETURNED, OrderStatus.RETURNED}
+)
+# Statuses in which money has been taken and may be refunded.
+CAPTURED_STATUSES = AFTER_DELIVERY_STATUSES | {OrderStatus.SHIPPED}
 # Statuses in which the customer may still cancel: nothing has left the warehouse.
 CANCELLABLE_STATUSES = frozenset(
     {OrderStatus.RECEIVED, OrderStatus.CONFIRMED, OrderStatus.FULFILLING}
@@ -124,6 +132,7 @@ class OrderTimeouts(BaseModel):
 
     delivery_timeout: timedelta = timedelta(days=14)
     return_window: timedelta = timedelta(days=30)
+    return_arrival_timeout: timedelta = timedelta(days=30)
 
 
 class PlaceOrderInput(BaseModel):
@@ -200,6 +209,125 @@ class TimelineEntry(BaseModel):
     detail: str = ""
 
 
+class ReturnReason(StrEnum):
+    DAMAGED = "damaged"
+    WRONG_ITEM = "wrong_item"
+    NOT_AS_DESCRIBED = "not_as_described"
+    CHANGED_MIND = "changed_mind"
+    OTHER = "other"
+
+
+class ReturnResolution(StrEnum):
+    REFUND = "refund"
+    EXCHANGE = "exchange"
+
+
+class ReturnStatus(StrEnum):
+    AWAITING_PARCEL = "awaiting_parcel"  # return label issued, parcel on its way back
+    RECEIVED = "received"  # parcel back in the warehouse, being resolved
+    REFUNDED = "refunded"
+    EXCHANGE_SHIPPED = "exchange_shipped"
+    EXCHANGE_DELIVERED = "exchange_delivered"
+    NOT_RECEIVED = "not_received"  # the parcel never came back: closed without a refund
+
+
+# Returns whose outcome is still open; the order does not complete while one is.
+OPEN_RETURN_STATUSES = frozenset(
+    {ReturnStatus.AWAITING_PARCEL, ReturnStatus.RECEIVED, ReturnStatus.EXCHANGE_SHIPPED}
+)
+
+
+class ReturnLine(BaseModel):
+    sku: Sku
+    quantity: int = Field(ge=1, le=MAX_QUANTITY)
+
+
+class ReturnRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "lines": [{"sku": "BOOK-DUNE", "quantity": 1}],
+                    "reason": "damaged",
+                    "resolution": "refund",
+                }
+            ]
+        }
+    )
+
+    lines: list[ReturnLine] = Field(min_length=1, max_length=MAX_LINES)
+    reason: ReturnReason
+    resolution: ReturnResolution = ReturnResolution.REFUND
+    comment: str | None = Field(default=None, max_length=2000)
+
+
+class ReturnView(BaseModel):
+    return_id: str
+    lines: list[ReturnLine]
+    reason: ReturnReason
+    resolution: ReturnResolution
+    status: ReturnStatus
+    digital: bool = False
+    requested_at: datetime
+    tracking_number: str | None = None
+    refund_amount: int = 0
+    exchange_shipment: ShipmentView | None = None
+    closed_at: datetime | None = None
+
+
+class RefundKind(StrEnum):
+    RETURN = "return"
+    GOODWILL = "goodwill"
+    DELIVERY_FAILED = "delivery_failed"
+
+
+class RefundView(BaseModel):
+    refund_id: str
+    kind: RefundKind
+    amount: int
+    reason: str
+    at: datetime
+    return_id: str | None = None
+
+
+class GoodwillRefundRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"amount": 500, "reason": "late delivery"}]}
+    )
+
+    amount: int = Field(gt=0, description="Minor units (cents)")
+    reason: str = Field(min_length=1, max_length=200)
+
+
+class InquiryRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"message": "Can you gift-wrap my order?"}]}
+    )
+
+    message: str = Field(min_length=1, max_length=2000)
+
+
+class InquiryView(BaseModel):
+    inquiry_id: str
+    message: str
+    at: datetime
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"rating": 5, "comment": "Arrived quickly."}]}
+    )
+
+    rating: int = Field(ge=1, le=5)
+    comment: str | None = Field(default=None, max_length=2000)
+
+
+class FeedbackView(BaseModel):
+    rating: int
+    comment: str | None
+    at: datetime
+
+
 class OrderView(BaseModel):
     """Everything about one order: the answer of the `status` query and of GET /orders/{id}."""
 
@@ -219,6 +347,10 @@ class OrderView(BaseModel):
     updated_at: datetime
     delivered_at: datetime | None = None
     return_window_ends_at: datetime | None = None
+    returns: list[ReturnView] = []
+    refunds: list[RefundView] = []
+    inquiries: list[InquiryView] = []
+    feedback: FeedbackView | None = None
 
 
 class CancelRequest(BaseModel):

@@ -153,3 +153,24 @@ class CarrierWebhookReceipt(SQLModel, table=True):
     occurred_at: datetime = Field(sa_type=DateTime(timezone=True))
     outcome: str = Field(description="pending, signalled or order_closed")
     received_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class Restock(SQLModel, table=True):
+    """Returned units put back on the shelf, once per return and SKU."""
+
+    __table_args__ = (UniqueConstraint("order_id", "return_id", "sku"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    order_id: str = Field(index=True)
+    return_id: str
+    sku: str = Field(foreign_key="product.sku")
+    quantity: int
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class RevokedDownload(SQLModel, table=True):
+    """Download links that no longer work (the digital line was refunded)."""
+
+    order_id: str = Field(primary_key=True)
+    sku: str = Field(primary_key=True)
+    revoked_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))

@@ -11,6 +11,10 @@ ORDER_WORKFLOW = "Order"
 
 SIGNAL_CARRIER_EVENT = "carrier_event"
 UPDATE_CANCEL = "cancel"
+UPDATE_REQUEST_RETURN = "request_return"
+UPDATE_REFUND = "refund"
+UPDATE_ASK = "ask"
+UPDATE_FEEDBACK = "give_feedback"
 QUERY_STATUS = "status"
 
 ORDER_STATUS = SearchAttributeKey.for_keyword("OrderStatus")

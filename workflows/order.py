@@ -4,10 +4,15 @@ Stages: verify customer -> reserve stock -> confirm -> authorize payment -> fulf
 digital delivery) -> ship and capture -> await the carrier's delivery -> return window.
 A cancel Update is honoured until the parcel is handed to the carrier; every stop releases
 what the order held (stock, the card authorization) and tells the customer.
+
+After delivery the order stays open for customer service until its return window closes:
+returns (refund or exchange), refunds of digital lines, goodwill refunds, inquiries, feedback.
 """
 
+import asyncio
 import contextlib
 from datetime import timedelta
+from typing import NoReturn
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -15,6 +20,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 
 with workflow.unsafe.imports_passed_through():
     from activities.customers import CustomerActivities
+    from activities.downloads import DownloadActivities
     from activities.errors import (
         CUSTOMER_REJECTED,
         OUT_OF_STOCK,
@@ -38,24 +44,45 @@ with workflow.unsafe.imports_passed_through():
         RecordOrderInput,
         RefundPaymentInput,
         ReserveStockInput,
+        RestockInput,
+        RevokeDownloadsInput,
         SendEmailInput,
+        ShipmentDirection,
+        SupportInquiryInput,
         VerifiedCustomer,
         VerifyCustomerInput,
         VoidPaymentInput,
     )
     from models.orders import (
+        AFTER_DELIVERY_STATUSES,
         CANCELLABLE_STATUSES,
+        CAPTURED_STATUSES,
         CARRIER_FINAL,
         CARRIER_PROGRESS,
         FINAL_STATUSES,
+        OPEN_RETURN_STATUSES,
         CancelRequest,
         CarrierEvent,
         CarrierStatus,
+        DeliveryOption,
+        FeedbackRequest,
+        FeedbackView,
+        GoodwillRefundRequest,
+        InquiryRequest,
+        InquiryView,
+        OrderItem,
         OrderLine,
         OrderStatus,
         OrderView,
         PlaceOrderInput,
         Problem,
+        RefundKind,
+        RefundView,
+        ReturnLine,
+        ReturnRequest,
+        ReturnResolution,
+        ReturnStatus,
+        ReturnView,
         ShipmentView,
         TimelineEntry,
         money,
@@ -67,7 +94,11 @@ with workflow.unsafe.imports_passed_through():
         ORDER_WORKFLOW,
         QUERY_STATUS,
         SIGNAL_CARRIER_EVENT,
+        UPDATE_ASK,
         UPDATE_CANCEL,
+        UPDATE_FEEDBACK,
+        UPDATE_REFUND,
+        UPDATE_REQUEST_RETURN,
     )
 
 # Retry policies, one per kind of system. Business failures are raised non-retryable by the
@@ -118,8 +149,12 @@ class OrderWorkflow:
         self._pick_pack: workflow.ActivityHandle[Parcel] | None = None
         self._handed_to_carrier = False
         self._seen_event_ids: set[str] = set()
-        self._early_events: list[CarrierEvent] = []
         self._carrier_outcome: CarrierEvent | None = None
+        self._unmatched_events: list[CarrierEvent] = []
+        self._returns_arrived: set[str] = set()
+        self._return_tasks: list[asyncio.Task[None]] = []
+        self._window_closed = False
+        self._money = asyncio.Lock()  # one refund at a time: never refund past the capture
 
     @workflow.run
     async def run(self, order: PlaceOrderInput) -> OrderView:
@@ -268,24 +303,32 @@ class OrderWorkflow:
         await self._note("packed", f"parcel {parcel.parcel_id}, {parcel.items} unit(s)")
         return parcel
 
-    async def _ship(self, parcel: Parcel) -> None:
+    async def _book_shipment(self, parcel_id: str, direction: ShipmentDirection) -> ShipmentView:
         assert self._customer is not None
+        delivery = (
+            self._view.delivery
+            if direction is ShipmentDirection.OUTBOUND
+            else DeliveryOption.STANDARD
+        )
         booked = await workflow.execute_activity_method(
             ShippingActivities.book_shipment,
             BookShipmentInput(
                 order_id=self._view.order_id,
-                parcel_id=parcel.parcel_id,
-                delivery=self._view.delivery,
+                parcel_id=parcel_id,
+                delivery=delivery,
                 address=self._customer.shipping_address,
                 idempotency_key=str(workflow.uuid4()),
+                direction=direction,
             ),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=CARRIER_RETRY,
-            summary=f"Book {self._view.delivery.value} shipment for {parcel.parcel_id}",
+            summary=f"Book {direction.value} {delivery.value} shipment for {parcel_id}",
         )
-        self._view.shipment = ShipmentView(
-            carrier=booked.carrier, tracking_number=booked.tracking_number
-        )
+        return ShipmentView(carrier=booked.carrier, tracking_number=booked.tracking_number)
+
+    async def _ship(self, parcel: Parcel) -> None:
+        booked = await self._book_shipment(parcel.parcel_id, ShipmentDirection.OUTBOUND)
+        self._view.shipment = booked
         await workflow.execute_activity_method(
             InventoryActivities.commit_stock,
             OrderRef(order_id=self._view.order_id),
@@ -299,9 +342,7 @@ class OrderWorkflow:
             OrderStatus.SHIPPED, "shipped", f"{booked.carrier} {booked.tracking_number}"
         )
         await self._email(EmailKind.SHIPPED)
-        for event in self._early_events:  # tracking events that beat the booking reply
-            self._apply_carrier_event(event)
-        self._early_events.clear()
+        self._replay_unmatched_events()
 
     async def _capture_payment(self) -> None:
         payment = self._view.payment
@@ -351,28 +392,175 @@ class OrderWorkflow:
 
     async def _delivery_failed(self, problem: Problem) -> None:
         payment = self._view.payment
-        if payment.captured > payment.refunded and payment.authorization_id:
-            amount = payment.captured - payment.refunded
+        await self._refund(
+            payment.captured - payment.refunded, RefundKind.DELIVERY_FAILED, problem.code
+        )
+        await self._stop(OrderStatus.DELIVERY_FAILED, "delivery_failed", problem)
+
+    async def _return_window(self) -> None:
+        await workflow.sleep(self._input.timeouts.return_window, summary="return window")
+        self._window_closed = True
+        await workflow.wait_condition(
+            lambda: all(r.status not in OPEN_RETURN_STATUSES for r in self._view.returns)
+        )
+        await asyncio.gather(*self._return_tasks)
+        await self._change_status(OrderStatus.COMPLETED, "completed", "return window closed")
+
+    # ---- customer service: returns, refunds, inquiries, feedback ----------------------------
+
+    async def _follow_return(self, ret: ReturnView) -> None:
+        """From return label to outcome: wait for the parcel, restock, then refund or exchange."""
+        try:
+            await workflow.wait_condition(
+                lambda: ret.return_id in self._returns_arrived,
+                timeout=self._input.timeouts.return_arrival_timeout,
+                timeout_summary=f"{ret.return_id} parcel arrival",
+            )
+        except TimeoutError:
+            ret.status = ReturnStatus.NOT_RECEIVED
+            ret.closed_at = workflow.now()
+            await self._note("return_not_received", f"{ret.return_id} {ret.tracking_number}")
+            await self._email(EmailKind.RETURN_NOT_RECEIVED, reference=ret.return_id)
+            return
+        ret.status = ReturnStatus.RECEIVED
+        await self._note("return_received", ret.return_id)
+        await workflow.execute_activity_method(
+            InventoryActivities.restock,
+            RestockInput(order_id=self._view.order_id, return_id=ret.return_id, lines=ret.lines),
+            start_to_close_timeout=timedelta(seconds=15),
+            retry_policy=DATABASE_RETRY,
+            summary=f"Restock {ret.return_id}",
+        )
+        if ret.resolution is ReturnResolution.EXCHANGE and await self._ship_exchange(ret):
+            return
+        await self._refund_return(ret)
+
+    async def _refund_return(self, ret: ReturnView) -> None:
+        refund = await self._refund(
+            self._value_of(ret.lines), RefundKind.RETURN, ret.reason.value, ret.return_id
+        )
+        ret.refund_amount = refund.amount if refund else 0
+        ret.status = ReturnStatus.REFUNDED
+        ret.closed_at = workflow.now()
+        await self._refresh_return_status(ret)
+        await self._email(EmailKind.RETURN_REFUNDED, reference=ret.return_id)
+
+    async def _ship_exchange(self, ret: ReturnView) -> bool:
+        """Send the same items again at no charge; False if they are out of stock."""
+        exchange_id = f"{self._view.order_id}-{ret.return_id}"
+        items = [OrderItem(sku=line.sku, quantity=line.quantity) for line in ret.lines]
+        try:
+            reservation = await workflow.execute_activity_method(
+                InventoryActivities.reserve_stock,
+                ReserveStockInput(order_id=exchange_id, items=items),
+                start_to_close_timeout=timedelta(seconds=15),
+                retry_policy=DATABASE_RETRY,
+                summary=f"Reserve exchange stock for {ret.return_id}",
+            )
+        except ActivityError as err:
+            if _business_problem(err, OUT_OF_STOCK, UNKNOWN_SKU) is None:
+                raise
+            await self._note("exchange_unavailable", f"{ret.return_id}: refunding instead")
+            return False
+        parcel = await workflow.execute_activity_method(
+            WarehouseActivities.pick_and_pack,
+            PickPackInput(order_id=exchange_id, lines=reservation.lines),
+            start_to_close_timeout=timedelta(hours=4),
+            heartbeat_timeout=timedelta(seconds=10),
+            retry_policy=WAREHOUSE_RETRY,
+            summary=f"Pick and pack exchange for {ret.return_id}",
+        )
+        booked = await self._book_shipment(parcel.parcel_id, ShipmentDirection.OUTBOUND)
+        await workflow.execute_activity_method(
+            InventoryActivities.commit_stock,
+            OrderRef(order_id=exchange_id),
+            start_to_close_timeout=timedelta(seconds=15),
+            retry_policy=DATABASE_RETRY,
+            summary="Commit exchange stock",
+        )
+        ret.exchange_shipment = booked
+        ret.status = ReturnStatus.EXCHANGE_SHIPPED
+        await self._note("exchange_shipped", f"{ret.return_id} {booked.tracking_number}")
+        await self._email(EmailKind.EXCHANGE_SHIPPED, reference=ret.return_id)
+        self._replay_unmatched_events()
+        with contextlib.suppress(TimeoutError):  # not delivered in time: refunded below
+            await workflow.wait_condition(
+                lambda: booked.status in CARRIER_FINAL,
+                timeout=self._input.timeouts.delivery_timeout,
+                timeout_summary=f"{ret.return_id} exchange delivery",
+            )
+        if booked.status is CarrierStatus.DELIVERED:
+            ret.status = ReturnStatus.EXCHANGE_DELIVERED
+            ret.closed_at = workflow.now()
+            await self._note("exchange_delivered", ret.return_id)
+            return True
+        await self._note("exchange_not_delivered", f"{ret.return_id}: refunding instead")
+        return False
+
+    async def _refund(
+        self, amount: int, kind: RefundKind, reason: str, return_id: str | None = None
+    ) -> RefundView | None:
+        """Refund up to `amount`, never past what is left of the capture; None if nothing is."""
+        async with self._money:
+            payment = self._view.payment
+            amount = min(amount, payment.captured - payment.refunded)
+            if amount <= 0 or payment.authorization_id is None:
+                return None
             await workflow.execute_activity_method(
                 PaymentActivities.refund_payment,
                 RefundPaymentInput(
                     order_id=self._view.order_id,
                     authorization_id=payment.authorization_id,
                     amount=amount,
-                    reason=problem.code,
+                    reason=reason,
                     idempotency_key=str(workflow.uuid4()),
                 ),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=PAYMENT_RETRY,
-                summary=f"Refund {money(amount)}: {problem.code}",
+                summary=f"Refund {money(amount)} ({kind.value}: {reason})",
             )
             payment.refunded += amount
-            await self._note("payment_refunded", money(amount))
-        await self._stop(OrderStatus.DELIVERY_FAILED, "delivery_failed", problem)
+            refund = RefundView(
+                refund_id=f"RF-{len(self._view.refunds) + 1}",
+                kind=kind,
+                amount=amount,
+                reason=reason,
+                at=workflow.now(),
+                return_id=return_id,
+            )
+            self._view.refunds.append(refund)
+            await self._note("payment_refunded", f"{money(amount)} ({kind.value})")
+            return refund
 
-    async def _return_window(self) -> None:
-        await workflow.sleep(self._input.timeouts.return_window, summary="return window")
-        await self._change_status(OrderStatus.COMPLETED, "completed", "return window closed")
+    async def _refresh_return_status(self, ret: ReturnView) -> None:
+        ordered = sum(line.quantity for line in self._view.lines)
+        refunded = sum(
+            line.quantity
+            for r in self._view.returns
+            if r.status is ReturnStatus.REFUNDED
+            for line in r.lines
+        )
+        status = OrderStatus.RETURNED if refunded >= ordered else OrderStatus.PARTIALLY_RETURNED
+        detail = f"{ret.return_id}: {money(ret.refund_amount)} refunded"
+        if status is not self._view.status:
+            await self._change_status(status, status.value, detail)
+        else:
+            await self._note("return_refunded", detail)
+
+    def _value_of(self, lines: list[ReturnLine]) -> int:
+        prices = {line.sku: line.unit_price for line in self._view.lines}
+        return sum(prices[line.sku] * line.quantity for line in lines)
+
+    def _returnable(self, sku: str) -> int:
+        delivered = sum(line.quantity for line in self._view.lines if line.sku == sku)
+        returned = sum(
+            line.quantity
+            for r in self._view.returns
+            if r.status is not ReturnStatus.NOT_RECEIVED
+            for line in r.lines
+            if line.sku == sku
+        )
+        return delivered - returned
 
     # ---- stopping: cancellation and compensation ------------------------------------------
 
@@ -441,31 +629,50 @@ class OrderWorkflow:
         if event.event_id in self._seen_event_ids:
             return
         self._seen_event_ids.add(event.event_id)
-        if self._view.shipment is None:
-            self._early_events.append(event)
-            return
-        self._apply_carrier_event(event)
-        await self._record()
+        if self._apply_carrier_event(event):
+            await self._record()
 
-    def _apply_carrier_event(self, event: CarrierEvent) -> None:
-        shipment = self._view.shipment
-        assert shipment is not None
-        if event.tracking_number != shipment.tracking_number:
-            workflow.logger.warning("ignoring event for tracking number %s", event.tracking_number)
-            return
-        shipment.events.append(event)
-        shipment.events.sort(key=lambda e: e.occurred_at)
-        current = CARRIER_PROGRESS.get(shipment.status, 0) if shipment.status else 0
-        if CARRIER_PROGRESS[event.status] > current:
-            shipment.status = event.status
-        if (
-            event.status in CARRIER_FINAL
-            and self._carrier_outcome is None
-            and self._view.status is OrderStatus.SHIPPED
-        ):
-            self._carrier_outcome = event
-        self._append_timeline(f"carrier_{event.status.value}", event.description or "")
-        self._publish_details()
+    def _apply_carrier_event(self, event: CarrierEvent) -> bool:
+        """Route the event to the shipment, return or exchange it tracks.
+
+        An event for a tracking number the order does not know yet (it beat the booking reply)
+        is kept and applied once the booking is recorded.
+        """
+        view = self._view
+        shipment = view.shipment
+        if shipment is not None and event.tracking_number == shipment.tracking_number:
+            _track(shipment, event)
+            if (
+                event.status in CARRIER_FINAL
+                and self._carrier_outcome is None
+                and view.status is OrderStatus.SHIPPED
+            ):
+                self._carrier_outcome = event
+            self._append_timeline(f"carrier_{event.status.value}", event.description or "")
+            self._publish_details()
+            return True
+        for ret in view.returns:
+            if event.tracking_number == ret.tracking_number:
+                if event.status is CarrierStatus.DELIVERED:
+                    self._returns_arrived.add(ret.return_id)
+                self._append_timeline(
+                    f"return_carrier_{event.status.value}", f"{ret.return_id} {event.event_id}"
+                )
+                return True
+            exchange = ret.exchange_shipment
+            if exchange is not None and event.tracking_number == exchange.tracking_number:
+                _track(exchange, event)
+                self._append_timeline(
+                    f"exchange_carrier_{event.status.value}", f"{ret.return_id} {event.event_id}"
+                )
+                return True
+        self._unmatched_events.append(event)
+        return False
+
+    def _replay_unmatched_events(self) -> None:
+        pending, self._unmatched_events = self._unmatched_events, []
+        for event in pending:
+            self._apply_carrier_event(event)
 
     @workflow.update(name=UPDATE_CANCEL)
     async def cancel(self, request: CancelRequest) -> OrderView:
@@ -488,6 +695,127 @@ class OrderWorkflow:
                 self._view.status.value,
                 type="CancelRefused",
             )
+
+    @workflow.update(name=UPDATE_REQUEST_RETURN)
+    async def request_return(self, request: ReturnRequest) -> ReturnView:
+        lines = _merge_lines(request.lines)
+        ordered = {line.sku: line for line in self._view.lines}
+        ret = ReturnView(
+            return_id=f"RET-{len(self._view.returns) + 1}",
+            lines=lines,
+            reason=request.reason,
+            resolution=request.resolution,
+            status=ReturnStatus.AWAITING_PARCEL,
+            digital=ordered[lines[0].sku].digital,
+            requested_at=workflow.now(),
+        )
+        self._view.returns.append(ret)
+        summary = ", ".join(f"{line.quantity}x {line.sku}" for line in lines)
+        await self._note("return_requested", f"{ret.return_id}: {summary} ({request.reason})")
+        if ret.digital:
+            await workflow.execute_activity_method(
+                DownloadActivities.revoke_downloads,
+                RevokeDownloadsInput(
+                    order_id=self._view.order_id, skus=[line.sku for line in lines]
+                ),
+                start_to_close_timeout=timedelta(seconds=15),
+                retry_policy=DATABASE_RETRY,
+                summary=f"Revoke downloads for {ret.return_id}",
+            )
+            await self._refund_return(ret)
+            return ret
+        label = await self._book_shipment(f"{ret.return_id}-parcel", ShipmentDirection.RETURN)
+        ret.tracking_number = label.tracking_number
+        await self._note("return_label_issued", f"{ret.return_id} {label.tracking_number}")
+        await self._email(EmailKind.RETURN_LABEL, reference=ret.return_id)
+        self._return_tasks.append(asyncio.create_task(self._follow_return(ret)))
+        self._replay_unmatched_events()
+        return ret
+
+    @request_return.validator
+    def validate_return(self, request: ReturnRequest) -> None:
+        view = self._view
+        if view.status not in AFTER_DELIVERY_STATUSES or view.return_window_ends_at is None:
+            _refuse("ReturnRefused", f"only a delivered order can be returned; it is {view.status}")
+        if self._window_closed or workflow.now() > view.return_window_ends_at:
+            _refuse(
+                "ReturnRefused",
+                f"the return window closed on {view.return_window_ends_at:%Y-%m-%d %H:%M} UTC",
+            )
+        lines = {line.sku: line for line in view.lines}
+        for line in _merge_lines(request.lines):
+            if line.sku not in lines:
+                _refuse("ReturnRefused", f"{line.sku} is not part of this order")
+            left = self._returnable(line.sku)
+            if line.quantity > left:
+                _refuse(
+                    "ReturnRefused",
+                    f"only {left} of {line.sku} can still be returned, not {line.quantity}",
+                )
+        kinds = {lines[line.sku].digital for line in request.lines}
+        if len(kinds) > 1:
+            _refuse("ReturnRefused", "return digital and physical items separately")
+        if kinds == {True} and request.resolution is ReturnResolution.EXCHANGE:
+            _refuse("ReturnRefused", "digital items can be refunded, not exchanged")
+
+    @workflow.update(name=UPDATE_REFUND)
+    async def refund(self, request: GoodwillRefundRequest) -> RefundView:
+        """An operator's goodwill refund, bounded by what is left of the capture."""
+        payment = self._view.payment
+        if request.amount > payment.captured - payment.refunded:  # another refund won the race
+            _refuse("RefundRefused", _refund_bound(payment.captured - payment.refunded))
+        refund = await self._refund(request.amount, RefundKind.GOODWILL, request.reason)
+        assert refund is not None
+        await self._email(EmailKind.REFUND_ISSUED, reference=refund.refund_id)
+        return refund
+
+    @refund.validator
+    def validate_refund(self, request: GoodwillRefundRequest) -> None:
+        if self._view.status not in CAPTURED_STATUSES:
+            _refuse("RefundRefused", f"nothing was charged yet; the order is {self._view.status}")
+        payment = self._view.payment
+        left = payment.captured - payment.refunded
+        if request.amount > left:
+            _refuse("RefundRefused", _refund_bound(left))
+
+    @workflow.update(name=UPDATE_ASK)
+    async def ask(self, request: InquiryRequest) -> InquiryView:
+        """A customer's question: on the timeline, and to the support mailbox."""
+        inquiry = InquiryView(
+            inquiry_id=f"Q-{len(self._view.inquiries) + 1}",
+            message=request.message,
+            at=workflow.now(),
+        )
+        self._view.inquiries.append(inquiry)
+        await self._note("inquiry", f"{inquiry.inquiry_id}: {request.message[:80]}")
+        await workflow.execute_activity_method(
+            NotificationActivities.notify_support,
+            SupportInquiryInput(
+                idempotency_key=f"{self._view.order_id}:inquiry:{inquiry.inquiry_id}",
+                customer_email=self._customer.email if self._customer else "",
+                inquiry=inquiry,
+                order=self._view,
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=EMAIL_RETRY,
+            summary=f"Forward {inquiry.inquiry_id} to support",
+        )
+        return inquiry
+
+    @workflow.update(name=UPDATE_FEEDBACK)
+    async def give_feedback(self, request: FeedbackRequest) -> FeedbackView:
+        self._view.feedback = FeedbackView(
+            rating=request.rating, comment=request.comment, at=workflow.now()
+        )
+        await self._note("feedback", f"{request.rating}/5")
+        return self._view.feedback
+
+    @give_feedback.validator
+    def validate_feedback(self, request: FeedbackRequest) -> None:
+        if self._view.delivered_at is None:
+            _refuse("FeedbackRefused", "feedback opens once the order is delivered")
+        if self._view.feedback is not None:
+            _refuse("FeedbackRefused", "feedback was already given for this order")
 
     # ---- bookkeeping --------------------------------------------------------------------------
 
@@ -533,16 +861,18 @@ class OrderWorkflow:
             summary=f"Record {self._view.status.value}",
         )
 
-    async def _email(self, kind: EmailKind) -> None:
+    async def _email(self, kind: EmailKind, *, reference: str | None = None) -> None:
         assert self._customer is not None
+        key = f"{self._view.order_id}:{kind.value}" + (f":{reference}" if reference else "")
         await workflow.execute_activity_method(
             NotificationActivities.send_email,
             SendEmailInput(
-                idempotency_key=f"{self._view.order_id}:{kind.value}",
+                idempotency_key=key,
                 kind=kind,
                 to=self._customer.email,
                 customer_name=self._customer.name,
                 order=self._view,
+                reference=reference,
             ),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=EMAIL_RETRY,
@@ -557,3 +887,28 @@ def _business_problem(err: ActivityError, *error_types: str) -> Problem | None:
         code = str(cause.details[0]) if cause.details else (cause.type or "failed")
         return Problem(code=code, detail=cause.message)
     return None
+
+
+def _track(shipment: ShipmentView, event: CarrierEvent) -> None:
+    """Add the event to the shipment; its status only ever moves forward."""
+    shipment.events.append(event)
+    shipment.events.sort(key=lambda e: e.occurred_at)
+    current = CARRIER_PROGRESS[shipment.status] if shipment.status else 0
+    if CARRIER_PROGRESS[event.status] > current:
+        shipment.status = event.status
+
+
+def _merge_lines(lines: list[ReturnLine]) -> list[ReturnLine]:
+    merged: dict[str, int] = {}
+    for line in lines:
+        merged[line.sku] = merged.get(line.sku, 0) + line.quantity
+    return [ReturnLine(sku=sku, quantity=quantity) for sku, quantity in merged.items()]
+
+
+def _refuse(error_type: str, message: str) -> NoReturn:
+    """Refuse an Update: the caller gets the message, the order is unchanged."""
+    raise ApplicationError(message, type=error_type, non_retryable=True)
+
+
+def _refund_bound(left: int) -> str:
+    return f"at most {money(left)} is left to refund"

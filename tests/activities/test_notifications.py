@@ -11,7 +11,8 @@ from sqlalchemy import Engine
 from sqlmodel import Session, delete, select
 from temporalio.testing import ActivityEnvironment
 
-from activities.notifications import DownloadLinks, NotificationActivities, OutboxNotifier
+from activities.downloads import DownloadLinks
+from activities.notifications import NotificationActivities, OutboxNotifier
 from models.activities import EmailKind, SendEmailInput
 from models.orders import (
     DeliveryOption,
@@ -72,7 +73,11 @@ def retry_env(attempt: int) -> ActivityEnvironment:
 def test_a_retried_send_is_recorded_once_and_not_sent_again(engine: Engine) -> None:
     notifier = CountingNotifier()
     notifications = NotificationActivities(
-        notifier, engine, sender="orders@shop.example", links=LINKS
+        notifier,
+        engine,
+        sender="orders@shop.example",
+        links=LINKS,
+        support_mailbox="support@shop.example",
     )
 
     first = retry_env(1).run(notifications.send_email, email("o-1", EmailKind.CONFIRMATION))
@@ -95,7 +100,11 @@ def test_the_outbox_holds_one_file_when_a_send_is_retried_after_a_crash(
 ) -> None:
     outbox = tmp_path / "outbox"
     notifications = NotificationActivities(
-        OutboxNotifier(outbox), engine, sender="orders@shop.example", links=LINKS
+        OutboxNotifier(outbox),
+        engine,
+        sender="orders@shop.example",
+        links=LINKS,
+        support_mailbox="support@shop.example",
     )
     request = email("o-1", EmailKind.DIGITAL_DELIVERY)
 
