@@ -6,6 +6,8 @@ activity returns the first result instead of charging again.
 
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Protocol
 
 from sqlalchemy import Engine, func
@@ -120,6 +122,10 @@ class SimulatedCardProcessor:
                 raise PaymentDeclined("authorization_invalid", f"no approved {authorization_id}")
             if amount > auth.amount:
                 raise PaymentDeclined("amount_too_large", "capture exceeds the authorization")
+            if self._total(authorization_id, "capture") or self._total(authorization_id, "void"):
+                raise PaymentDeclined(
+                    "authorization_closed", f"{authorization_id} was already captured or voided"
+                )
             existing = self._record(
                 PaymentTransaction(
                     id=_txn_id("cap"),
@@ -166,9 +172,10 @@ class SimulatedCardProcessor:
         existing = self._find(idempotency_key)
         if existing is not None:
             return existing.id
+        auth = self._get(authorization_id)
         captured = self._total(authorization_id, "capture")
         refunded = self._total(authorization_id, "refund")
-        if amount <= 0 or refunded + amount > captured:
+        if auth is None or amount <= 0 or refunded + amount > captured:
             raise PaymentDeclined(
                 "refund_exceeds_capture",
                 f"refund of {amount} exceeds what is left to refund ({captured - refunded})",
@@ -181,6 +188,7 @@ class SimulatedCardProcessor:
                 kind="refund",
                 status="approved",
                 amount=amount,
+                currency=auth.currency,
                 authorization_id=authorization_id,
                 reason=reason,
             )
@@ -229,13 +237,22 @@ def _txn_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:20]}"
 
 
+@contextmanager
+def _declines_as(error_type: str) -> Iterator[None]:
+    """A processor's refusal becomes a non-retryable business failure of `error_type`."""
+    try:
+        yield
+    except PaymentDeclined as declined:
+        raise business_failure(error_type, declined.code, str(declined)) from declined
+
+
 class PaymentActivities:
     def __init__(self, gateway: PaymentGateway) -> None:
         self._gateway = gateway
 
     @activity.defn(name="authorize_payment")
     def authorize_payment(self, request: AuthorizePaymentInput) -> PaymentAuthorization:
-        try:
+        with _declines_as(PAYMENT_DECLINED):
             authorization_id = self._gateway.authorize(
                 order_id=request.order_id,
                 token=request.token,
@@ -243,21 +260,17 @@ class PaymentActivities:
                 currency=request.currency,
                 idempotency_key=request.idempotency_key,
             )
-        except PaymentDeclined as declined:
-            raise business_failure(PAYMENT_DECLINED, declined.code, str(declined)) from declined
         return PaymentAuthorization(authorization_id=authorization_id, amount=request.amount)
 
     @activity.defn(name="capture_payment")
     def capture_payment(self, request: CapturePaymentInput) -> PaymentResult:
-        try:
+        with _declines_as(PAYMENT_DECLINED):
             transaction_id = self._gateway.capture(
                 order_id=request.order_id,
                 authorization_id=request.authorization_id,
                 amount=request.amount,
                 idempotency_key=request.idempotency_key,
             )
-        except PaymentDeclined as declined:
-            raise business_failure(PAYMENT_DECLINED, declined.code, str(declined)) from declined
         return PaymentResult(transaction_id=transaction_id, amount=request.amount)
 
     @activity.defn(name="void_payment")
@@ -271,7 +284,7 @@ class PaymentActivities:
 
     @activity.defn(name="refund_payment")
     def refund_payment(self, request: RefundPaymentInput) -> PaymentResult:
-        try:
+        with _declines_as(REFUND_REFUSED):
             transaction_id = self._gateway.refund(
                 order_id=request.order_id,
                 authorization_id=request.authorization_id,
@@ -279,6 +292,4 @@ class PaymentActivities:
                 reason=request.reason,
                 idempotency_key=request.idempotency_key,
             )
-        except PaymentDeclined as declined:
-            raise business_failure(REFUND_REFUSED, declined.code, str(declined)) from declined
         return PaymentResult(transaction_id=transaction_id, amount=request.amount)

@@ -248,3 +248,44 @@ def test_void_cancels_what_the_authorize_key_authorized_once(
     nothing = VoidPaymentInput(order_id="o-2", authorize_key="never-used", idempotency_key="v2")
     assert env.run(payments.void_payment, nothing).transaction_id is None
     assert ledger(engine, "o-2") == []
+
+
+def test_an_authorization_is_captured_once_and_never_after_a_void(
+    engine: Engine, payments: PaymentActivities
+) -> None:
+    approved = authorize(payments, "o-1", amount=1000)
+    capture(payments, "o-1", approved, 1000, key("cap"))
+    with pytest.raises(ApplicationError) as twice:
+        capture(payments, "o-1", approved, 1000, key("cap"))  # a new key: a second charge
+    assert twice.value.details == ("authorization_closed",)
+
+    authorize(payments, "o-2", amount=500, idempotency_key="auth-2")
+    voided = VoidPaymentInput(order_id="o-2", authorize_key="auth-2", idempotency_key="void-2")
+    ActivityEnvironment().run(payments.void_payment, voided)
+    with Session(engine) as session:
+        auth = session.exec(
+            select(PaymentTransaction).where(PaymentTransaction.idempotency_key == "auth-2")
+        ).one()
+    with pytest.raises(ApplicationError) as after_void:
+        capture(payments, "o-2", auth.id, 500, key("cap"))
+    assert after_void.value.details == ("authorization_closed",)
+
+
+def test_refunds_are_in_the_currency_of_the_charge(
+    engine: Engine, payments: PaymentActivities
+) -> None:
+    approved = ActivityEnvironment().run(
+        payments.authorize_payment,
+        AuthorizePaymentInput(
+            order_id="o-eur", token="tok_visa", amount=900, currency="EUR", idempotency_key="a"
+        ),
+    )
+    capture(payments, "o-eur", approved.authorization_id, 900, key("cap"))
+    refund(payments, "o-eur", approved.authorization_id, 400, key("ref"))
+    with Session(engine) as session:
+        currencies = set(
+            session.exec(
+                select(PaymentTransaction.currency).where(PaymentTransaction.order_id == "o-eur")
+            )
+        )
+    assert currencies == {"EUR"}
