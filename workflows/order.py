@@ -498,12 +498,26 @@ class OrderWorkflow:
         return False
 
     async def _refund(
-        self, amount: int, kind: RefundKind, reason: str, return_id: str | None = None
+        self,
+        amount: int,
+        kind: RefundKind,
+        reason: str,
+        return_id: str | None = None,
+        *,
+        exact: bool = False,
     ) -> RefundView | None:
-        """Refund up to `amount`, never past what is left of the capture; None if nothing is."""
+        """Refund up to `amount`, never past what is left of the capture; None if nothing is.
+
+        `exact` (an operator's goodwill amount) refuses rather than refund less: the bound is
+        checked here, under the lock, because a refund that passed its validator may have
+        waited here while another one took the money.
+        """
         async with self._money:
             payment = self._view.payment
-            amount = min(amount, payment.captured - payment.refunded)
+            left = payment.captured - payment.refunded
+            if exact and amount > left:
+                _refuse("RefundRefused", _refund_bound(left))
+            amount = min(amount, left)
             if amount <= 0 or payment.authorization_id is None:
                 return None
             await workflow.execute_activity_method(
@@ -689,10 +703,13 @@ class OrderWorkflow:
         if self._cancel_request is not None or self._view.status is OrderStatus.CANCELLED:
             return  # asking twice is answered with the same cancelled order
         if self._view.status not in CANCELLABLE_STATUSES or self._handed_to_carrier:
-            shown = "handed to the carrier" if self._handed_to_carrier else self._view.status
+            # Between packing and the shipping label the status is still `fulfilling`; past
+            # that, the status itself (shipped, delivered, ...) is the truthful answer.
+            status = self._view.status
+            shown = "handed to the carrier" if status in CANCELLABLE_STATUSES else status.value
             raise ApplicationError(
                 f"order {self._view.order_id} can no longer be cancelled: it is {shown}",
-                self._view.status.value,
+                status.value,
                 type="CancelRefused",
             )
 
@@ -761,10 +778,7 @@ class OrderWorkflow:
     @workflow.update(name=UPDATE_REFUND)
     async def refund(self, request: GoodwillRefundRequest) -> RefundView:
         """An operator's goodwill refund, bounded by what is left of the capture."""
-        payment = self._view.payment
-        if request.amount > payment.captured - payment.refunded:  # another refund won the race
-            _refuse("RefundRefused", _refund_bound(payment.captured - payment.refunded))
-        refund = await self._refund(request.amount, RefundKind.GOODWILL, request.reason)
+        refund = await self._refund(request.amount, RefundKind.GOODWILL, request.reason, exact=True)
         assert refund is not None
         await self._email(EmailKind.REFUND_ISSUED, reference=refund.refund_id)
         return refund
