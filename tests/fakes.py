@@ -1,10 +1,10 @@
 """Fake outside systems for the workflow tests: every order activity under its real name.
 
 `FakeOrderSystems` stands in for the customer store, inventory, card processor, warehouse,
-carrier, mailer and read model at once. Each fake records what it was asked in `calls`, so a
-test asserts behaviour ("exactly one authorize", "the void named that authorization") rather
-than only the final status. `fake_worker` runs them with the real OrderWorkflow on a fresh
-task queue.
+carrier, mailer, download store and read model at once. Each fake records what it was asked
+in `calls`, so a test asserts behaviour ("exactly one authorize", "the void named that
+authorization") rather than only the final status. `fake_worker` runs them with the real
+OrderWorkflow on a fresh task queue.
 """
 
 import asyncio
@@ -44,7 +44,11 @@ from models.activities import (
     RefundPaymentInput,
     Reservation,
     ReserveStockInput,
+    RestockInput,
+    RevokeDownloadsInput,
     SendEmailInput,
+    ShipmentDirection,
+    SupportInquiryInput,
     VerifiedCustomer,
     VerifyCustomerInput,
     VoidPaymentInput,
@@ -103,9 +107,12 @@ class FakeOrderSystems:
     flaky_failures: int = 2
     # Pick/pack runs until cancelled, heartbeating, so a test can cancel an order mid-fulfilment.
     hold_pick_pack: bool = False
+    # SKUs the warehouse has run out of since the order was placed (an exchange finds none).
+    sold_out: set[str] = field(default_factory=set)
     calls: list[Call] = field(default_factory=list)
     pick_pack_cancelled: bool = False
     held: dict[str, dict[str, int]] = field(default_factory=dict)
+    revoked: set[tuple[str, str]] = field(default_factory=set)
 
     def activities(self) -> list[Callable[..., Any]]:
         return [
@@ -113,6 +120,7 @@ class FakeOrderSystems:
             self.reserve_stock,
             self.release_stock,
             self.commit_stock,
+            self.restock,
             self.authorize_payment,
             self.capture_payment,
             self.void_payment,
@@ -120,6 +128,8 @@ class FakeOrderSystems:
             self.pick_and_pack,
             self.book_shipment,
             self.send_email,
+            self.notify_support,
+            self.revoke_downloads,
             self.record_order,
         ]
 
@@ -160,7 +170,7 @@ class FakeOrderSystems:
             product = self.catalog.get(item.sku)
             if product is None:
                 raise business_failure(UNKNOWN_SKU, "unknown_sku", f"{item.sku} is unknown")
-            if not product.digital and product.stock < item.quantity:
+            if not product.digital and (product.stock < item.quantity or item.sku in self.sold_out):
                 raise business_failure(
                     OUT_OF_STOCK, "out_of_stock", f"not enough stock of {item.sku}"
                 )
@@ -192,6 +202,13 @@ class FakeOrderSystems:
     async def commit_stock(self, request: OrderRef) -> int:
         self._log("commit_stock", request)
         return sum(self.held.pop(request.order_id, {}).values())
+
+    @activity.defn(name="restock")
+    async def restock(self, request: RestockInput) -> int:
+        self._log("restock", request)
+        for line in request.lines:
+            self.catalog[line.sku].stock += line.quantity
+        return sum(line.quantity for line in request.lines)
 
     # ---- payments ----------------------------------------------------------------------------
 
@@ -239,15 +256,35 @@ class FakeOrderSystems:
 
     @activity.defn(name="book_shipment")
     async def book_shipment(self, request: BookShipmentInput) -> BookedShipment:
+        """Tracking numbers a test can predict: `TRK-<order>` for the order's parcel,
+        `TRK-<order>-RET-1` for the exchange sent for RET-1, `RTN-<order>-RET-1` for its
+        return label."""
         self._log("book_shipment", request)
-        return BookedShipment(carrier="fake-carrier", tracking_number=f"TRK-{request.order_id}")
+        if request.direction is ShipmentDirection.RETURN:
+            tracking = f"RTN-{request.order_id}-{request.parcel_id.removesuffix('-parcel')}"
+        else:
+            tracking = "TRK-" + request.parcel_id.removeprefix("PCL-")
+        return BookedShipment(carrier="fake-carrier", tracking_number=tracking)
 
-    # ---- notifications and read model --------------------------------------------------------
+    # ---- notifications -----------------------------------------------------------------------
 
     @activity.defn(name="send_email")
     async def send_email(self, request: SendEmailInput) -> EmailReceipt:
         self._log("send_email", request)
         return EmailReceipt(message_id=f"<{request.idempotency_key}@fake>", already_sent=False)
+
+    @activity.defn(name="notify_support")
+    async def notify_support(self, request: SupportInquiryInput) -> EmailReceipt:
+        self._log("notify_support", request)
+        return EmailReceipt(message_id=f"<{request.idempotency_key}@fake>", already_sent=False)
+
+    # ---- downloads and read model ------------------------------------------------------------
+
+    @activity.defn(name="revoke_downloads")
+    async def revoke_downloads(self, request: RevokeDownloadsInput) -> int:
+        self._log("revoke_downloads", request)
+        self.revoked.update((request.order_id, sku) for sku in request.skus)
+        return len(request.skus)
 
     @activity.defn(name="record_order")
     async def record_order(self, request: RecordOrderInput) -> None:
