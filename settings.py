@@ -2,18 +2,73 @@
 
 Durations accept seconds (`30`) or ISO 8601 (`P14D`, `PT5S`). Development defaults make
 `make run` work with nothing configured; production refuses to start on them.
+
+API_KEYS is `key:role` or `key:role:name`, comma-separated; role `client` or `operator`. The
+name is who the key stands for (a client's orders belong to its name), so several keys may share
+one name, which is how a principal rotates its key. Without a name, the key's fingerprint is used.
 """
 
+import hashlib
+import re
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
 
 from pydantic import BeforeValidator, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_WEBHOOK_SECRET = "whsec_dev_ordermill"  # documented in the README; refused in production
 DEV_DOWNLOAD_SECRET = "dlsec_dev_ordermill"
+# The development API keys, printed by `make run`; any of them refuses a production start.
+DEV_API_KEYS = (
+    "omk_dev_client:client:dev-client,"
+    "omk_dev_client2:client:dev-client-2,"
+    "omk_dev_operator:operator:dev-operator"
+)
+ROLES = ("client", "operator")
+MIN_PRODUCTION_KEY_LENGTH = 24
+_KEY = re.compile(r"[\x21-\x7e]+")  # printable ASCII without spaces; ',' and ':' separate
+_NAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")
+
+
+class ApiKeyEntry(NamedTuple):
+    key: str
+    role: str
+    name: str
+
+
+def key_fingerprint(key: str) -> str:
+    """A name for a key that was given none: short, stable, and says nothing about the key."""
+    return "key-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def parse_api_keys(value: str) -> list[ApiKeyEntry]:
+    """`key:role[:name],...`; errors name the entry by position, never echo a key."""
+    entries: list[ApiKeyEntry] = []
+    roles_by_name: dict[str, str] = {}
+    for position, raw in enumerate((part.strip() for part in value.split(",")), start=1):
+        if not raw:
+            continue
+        key, _, rest = raw.partition(":")
+        role, _, name = rest.partition(":")
+        where = f"API_KEYS entry {position}"
+        if not _KEY.fullmatch(key):
+            raise ValueError(f"{where}: the key must be printable ASCII without spaces")
+        if role not in ROLES:
+            raise ValueError(f"{where}: the role must be one of {', '.join(ROLES)}")
+        name = name or key_fingerprint(key)
+        if not _NAME.fullmatch(name):
+            raise ValueError(f"{where}: the name must be 1 to 64 of A-Z a-z 0-9 . _ @ -")
+        if any(entry.key == key for entry in entries):
+            raise ValueError(f"{where}: the same key is listed twice")
+        if roles_by_name.setdefault(name, role) != role:
+            raise ValueError(f"{where}: name {name!r} is given both roles")
+        entries.append(ApiKeyEntry(key, role, name))
+    return entries
+
+
+DEV_API_KEY_ENTRIES = parse_api_keys(DEV_API_KEYS)
 
 
 def _seconds_or_iso(value: object) -> object:
@@ -55,15 +110,28 @@ class Settings(BaseSettings):
     mail_from: str = "ordermill <orders@ordermill.example>"
     support_email: str = "support@ordermill.example"
 
-    carrier_webhook_secret: str | None = None
-    download_link_secret: str | None = None
+    api_keys: str | None = Field(
+        default=None,
+        description="key:role[:name],... (role client or operator); development keys when unset",
+        repr=False,
+    )
+
+    # Both names are read and every secret listed in either is accepted (rotation).
+    carrier_webhook_secret: str | None = Field(default=None, repr=False)
+    carrier_webhook_secrets: str | None = Field(default=None, repr=False)
+    download_link_secret: str | None = Field(default=None, repr=False)
 
     encryption_key: str | None = Field(
-        default=None, description="base64 of 32 bytes; encrypts every Temporal payload"
+        default=None, description="base64 of 32 bytes; encrypts every Temporal payload", repr=False
     )
     encryption_key_id: str = "k1"
     encryption_old_keys: str | None = Field(
-        default=None, description="id:base64,... keys that still decrypt older payloads"
+        default=None, description="id:base64,... keys that still decrypt older payloads", repr=False
+    )
+    codec_cors_origins: str | None = Field(
+        default=None,
+        description="Origins (comma-separated) whose pages may call /codec: the Temporal UI's; "
+        "http://localhost:$TEMPORAL_UI_PORT and http://127.0.0.1:$TEMPORAL_UI_PORT when unset",
     )
 
     delivery_timeout: Duration = timedelta(days=14)
@@ -87,10 +155,33 @@ class Settings(BaseSettings):
         return self.data_dir / "outbox"
 
     @property
+    def api_key_entries(self) -> list[ApiKeyEntry]:
+        if self.api_keys is not None and self.api_keys.strip():
+            return parse_api_keys(self.api_keys)
+        self._dev_only("API_KEYS", DEV_API_KEYS)
+        return list(DEV_API_KEY_ENTRIES)
+
+    @property
+    def webhook_secrets(self) -> list[str]:
+        """Every active carrier secret, from CARRIER_WEBHOOK_SECRETS and CARRIER_WEBHOOK_SECRET."""
+        found: list[str] = []
+        for value in (self.carrier_webhook_secrets, self.carrier_webhook_secret):
+            for secret in (part.strip() for part in (value or "").split(",")):
+                if secret and secret not in found:
+                    found.append(secret)
+        return found or [self._dev_only("CARRIER_WEBHOOK_SECRETS", DEV_WEBHOOK_SECRET)]
+
+    @property
     def webhook_secret(self) -> str:
-        return self.carrier_webhook_secret or self._dev_only(
-            "CARRIER_WEBHOOK_SECRET", DEV_WEBHOOK_SECRET
-        )
+        """The active secrets as one comma-separated value (`signatures.secrets_from_setting`)."""
+        return ",".join(self.webhook_secrets)
+
+    @property
+    def codec_origins(self) -> list[str]:
+        if self.codec_cors_origins is not None:
+            return [o.strip().rstrip("/") for o in self.codec_cors_origins.split(",") if o.strip()]
+        port = self.temporal_ui_port
+        return [f"http://localhost:{port}", f"http://127.0.0.1:{port}"]
 
     @property
     def download_secret(self) -> str:
@@ -103,19 +194,49 @@ class Settings(BaseSettings):
             raise RuntimeError(f"{name} must be set when APP_ENV=production")
         return value
 
-    def check_production_ready(self) -> None:
-        """Refuse to start in production on any development default, naming it."""
-        if not self.is_production:
-            return
-        missing = [
-            name
-            for name, value in (
-                ("CARRIER_WEBHOOK_SECRET", self.carrier_webhook_secret),
-                ("DOWNLOAD_LINK_SECRET", self.download_link_secret),
+    def production_problems(self, *, serving_api: bool = True) -> list[str]:
+        """What keeps this configuration from running in production, one phrase per setting.
+
+        A worker serves no HTTP, so it may run without API_KEYS (but never with development keys).
+        """
+        problems = []
+        entries = parse_api_keys(self.api_keys) if self.api_keys else []
+        dev_keys = {entry.key for entry in DEV_API_KEY_ENTRIES}
+        if not entries:
+            if serving_api:
+                problems.append("API_KEYS is not set")
+        elif used := [e.name for e in entries if e.key in dev_keys]:
+            problems.append(f"API_KEYS holds development key(s) of {', '.join(used)}")
+        elif short := [e.name for e in entries if len(e.key) < MIN_PRODUCTION_KEY_LENGTH]:
+            problems.append(
+                f"API_KEYS: the key(s) of {', '.join(short)} are shorter than "
+                f"{MIN_PRODUCTION_KEY_LENGTH} characters"
             )
-            if not value or value in (DEV_WEBHOOK_SECRET, DEV_DOWNLOAD_SECRET)
+        secrets = [
+            s.strip()
+            for value in (self.carrier_webhook_secrets, self.carrier_webhook_secret)
+            for s in (value or "").split(",")
+            if s.strip()
         ]
-        if missing:
-            raise RuntimeError(
-                "refusing to start with APP_ENV=production: set " + ", ".join(missing)
-            )
+        if not secrets:
+            problems.append("CARRIER_WEBHOOK_SECRETS (or CARRIER_WEBHOOK_SECRET) is not set")
+        elif DEV_WEBHOOK_SECRET in secrets:
+            problems.append("CARRIER_WEBHOOK_SECRETS holds the development webhook secret")
+        if not self.download_link_secret:
+            problems.append("DOWNLOAD_LINK_SECRET is not set")
+        elif self.download_link_secret == DEV_DOWNLOAD_SECRET:
+            problems.append("DOWNLOAD_LINK_SECRET is the development secret")
+        if not self.encryption_key:
+            problems.append("ENCRYPTION_KEY is not set (order payloads would be stored in clear)")
+        return problems
+
+    def check_production_ready(self, *, serving_api: bool = False) -> None:
+        """Refuse to start in production on any development default, naming each one.
+
+        A malformed API_KEYS stops a start in any mode. It is checked here rather than by a
+        validator, whose error would print the value, keys and all.
+        """
+        if self.api_keys:
+            parse_api_keys(self.api_keys)
+        if self.is_production and (problems := self.production_problems(serving_api=serving_api)):
+            raise RuntimeError("refusing to start with APP_ENV=production: " + "; ".join(problems))

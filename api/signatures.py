@@ -2,8 +2,9 @@
 
 Header: `X-Carrier-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>`.
 A carrier rotating its secret sends one `v1=` per secret it signs with; we accept the request
-when any of them matches any of our secrets. CARRIER_WEBHOOK_SECRET may therefore hold several
-secrets separated by commas (old and new, during a rotation).
+when any of them matches any of our secrets. CARRIER_WEBHOOK_SECRETS (or the older name
+CARRIER_WEBHOOK_SECRET; both are read) may therefore hold several secrets separated by commas,
+all active: old and new during a rotation.
 
 The timestamp is signed too, so a captured request cannot be replayed once it is older than the
 tolerance; requests from too far in the future are refused the same way.

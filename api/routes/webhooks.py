@@ -146,7 +146,7 @@ async def carrier_event(
     if len(body) > MAX_BODY_BYTES:
         raise ApiProblem(413, "payload-too-large", f"bodies are limited to {MAX_BODY_BYTES} bytes")
     try:
-        signatures.verify(signature, body, signatures.secrets_from_setting(settings.webhook_secret))
+        signatures.verify(signature, body, settings.webhook_secrets)
     except signatures.SignatureError as err:
         raise ApiProblem(
             401, "invalid-signature", str(err), title="The webhook signature is not valid"
