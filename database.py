@@ -6,7 +6,7 @@ Only processes (worker, API, tests) call these; nothing a workflow imports does.
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, inspect, text
 from sqlmodel import Session, SQLModel, create_engine
 
 from models.tables import Customer, Product
@@ -44,6 +44,22 @@ def make_engine(url: str) -> Engine:
 
 def create_schema(engine: Engine) -> None:
     SQLModel.metadata.create_all(engine)
+    _add_missing_columns(engine)
+
+
+# Columns added to existing tables since their first release: create_all adds no column to a
+# table that already exists, so a database from an earlier version gets them here.
+_ADDED_COLUMNS = {"orderrecord": {"placed_by": "VARCHAR"}}
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    with engine.begin() as connection:
+        inspector = inspect(connection)
+        for table, columns in _ADDED_COLUMNS.items():
+            present = {column["name"] for column in inspector.get_columns(table)}
+            for name, sql_type in columns.items():
+                if name not in present:
+                    connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {sql_type}"))
 
 
 DEMO_CUSTOMERS = [

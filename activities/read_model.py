@@ -27,6 +27,7 @@ class ReadModelActivities:
                 row = OrderRecord(
                     order_id=order.order_id,
                     customer_id=order.customer_id,
+                    placed_by=order.placed_by,
                     status=order.status.value,
                     placed_at=order.placed_at,
                     updated_at=order.updated_at,

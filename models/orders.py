@@ -146,6 +146,8 @@ class PlaceOrderInput(BaseModel):
     payment: PaymentMethod
     placed_at: datetime
     timeouts: OrderTimeouts = OrderTimeouts()
+    # The API principal that placed the order: its owner. None on orders placed before keys.
+    placed_by: str | None = None
 
 
 class OrderLine(BaseModel):
@@ -333,6 +335,7 @@ class OrderView(BaseModel):
 
     order_id: str
     customer_id: str
+    placed_by: str | None = Field(default=None, description="The API client that placed it")
     status: OrderStatus
     reason: Problem | None = None
     items: list[OrderItem]

@@ -103,6 +103,7 @@ class OrderRecord(SQLModel, table=True):
 
     order_id: str = Field(primary_key=True)
     customer_id: str = Field(index=True)
+    placed_by: str | None = Field(default=None, index=True)  # the API principal that owns it
     status: str = Field(index=True)
     reason_code: str | None = None
     currency: str = "USD"

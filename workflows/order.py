@@ -134,6 +134,7 @@ class OrderWorkflow:
         self._view = OrderView(
             order_id=order.order_id,
             customer_id=order.customer_id,
+            placed_by=order.placed_by,
             status=OrderStatus.RECEIVED,
             items=order.items,
             delivery=order.delivery,
