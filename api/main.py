@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from temporalio.client import Client
 
 from api.problems import install_problem_handlers
-from api.routes import customers, health, orders, products, webhooks
+from api.routes import customer_service, customers, downloads, health, orders, products, webhooks
 from database import init_database
 from settings import Settings
 from temporal_client import connect_temporal
@@ -69,9 +69,11 @@ def create_app(
     )
     install_problem_handlers(app)
     app.include_router(orders.router)
+    app.include_router(customer_service.router)
     app.include_router(products.router)
     app.include_router(customers.router)
     app.include_router(webhooks.router)
+    app.include_router(downloads.router)  # the link's signature is the credential
     app.include_router(health.router)
     return app
 

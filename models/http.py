@@ -210,3 +210,47 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     status: Literal["ready", "not_ready"]
     checks: dict[str, str] = Field(description="Each dependency and `ok` or what failed")
+
+
+RETURN_EXAMPLES = {
+    "refund": {
+        "summary": "Send a damaged paperback back for a refund",
+        "value": {
+            "lines": [{"sku": "BOOK-DUNE", "quantity": 1}],
+            "reason": "damaged",
+            "resolution": "refund",
+        },
+    },
+    "exchange": {
+        "summary": "Exchange the wrong item for the one ordered",
+        "value": {
+            "lines": [{"sku": "BOOK-NEUROMANCER", "quantity": 1}],
+            "reason": "wrong_item",
+            "resolution": "exchange",
+            "comment": "The cover is a different edition",
+        },
+    },
+    "ebook": {
+        "summary": "Refund an e-book (no parcel; the download link stops working)",
+        "value": {"lines": [{"sku": "EBOOK-DUNE", "quantity": 1}], "reason": "not_as_described"},
+    },
+}
+
+INQUIRY_EXAMPLES = {
+    "gift_wrap": {
+        "summary": "A question about the order",
+        "value": {"message": "Can you gift-wrap my order?"},
+    },
+}
+
+FEEDBACK_EXAMPLES = {
+    "happy": {"summary": "Five stars", "value": {"rating": 5, "comment": "Arrived quickly."}},
+    "rating_only": {"summary": "A rating without a comment", "value": {"rating": 3}},
+}
+
+REFUND_EXAMPLES = {
+    "late": {
+        "summary": "Goodwill for a late delivery (minor units: $5.00)",
+        "value": {"amount": 500, "reason": "late delivery"},
+    },
+}
