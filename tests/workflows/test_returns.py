@@ -158,7 +158,7 @@ def assert_ledger(order: OrderUnderTest, view: OrderView, refunds: list[int]) ->
     assert view.payment.refunded == running == sum(r.amount for r in view.refunds)
 
 
-# ---- returns for a refund ----------------------------------------------------------------------
+# ---- returns for a refund --------------------------------------------------------------------
 
 
 async def test_return_for_a_refund_books_a_label_then_restocks_and_refunds_the_lines(
@@ -251,7 +251,7 @@ async def test_a_return_that_never_arrives_is_closed_with_an_email_and_no_refund
     assert events(final).index("return_not_received") < events(final).index("completed")
 
 
-# ---- exchanges ---------------------------------------------------------------------------------
+# ---- exchanges -------------------------------------------------------------------------------
 
 
 async def test_exchange_ships_the_same_items_again_at_no_charge(order: OrderUnderTest) -> None:
@@ -336,7 +336,7 @@ async def test_exchange_the_carrier_brings_back_is_refunded(order: OrderUnderTes
     assert_ledger(order, view, [DUNE])
 
 
-# ---- refusals ----------------------------------------------------------------------------------
+# ---- refusals --------------------------------------------------------------------------------
 
 
 async def test_returns_that_cannot_be_accepted_are_refused_with_the_reason(
@@ -426,7 +426,7 @@ async def test_a_late_return_is_refused(order: OrderUnderTest) -> None:
     assert [r.return_id for r in (await order.view()).returns] == ["RET-1"]
 
 
-# ---- goodwill refunds ---------------------------------------------------------------------------
+# ---- goodwill refunds ------------------------------------------------------------------------
 
 
 async def test_goodwill_refunds_are_bounded_by_what_is_left_of_the_capture(
@@ -490,7 +490,7 @@ async def test_nothing_can_be_refunded_before_the_capture(order: OrderUnderTest)
     assert order.fakes.called("refund_payment") == []
 
 
-# ---- digital lines -----------------------------------------------------------------------------
+# ---- digital lines ---------------------------------------------------------------------------
 
 
 async def test_a_digital_return_refunds_at_once_and_revokes_the_download(
@@ -526,7 +526,7 @@ async def test_a_digital_line_of_a_mixed_order_is_partially_returned(
     assert order.fakes.revoked == {(order.order_id, "EBOOK-DUNE")}
 
 
-# ---- inquiries and feedback ---------------------------------------------------------------------
+# ---- inquiries and feedback ------------------------------------------------------------------
 
 
 async def test_inquiries_reach_the_support_mailbox_with_the_order(order: OrderUnderTest) -> None:
