@@ -30,14 +30,35 @@ from models.orders import (
     CancelRequest,
     CarrierEvent,
     CarrierStatus,
+    FeedbackRequest,
+    FeedbackView,
+    GoodwillRefundRequest,
+    InquiryRequest,
+    InquiryView,
     OrderItem,
     OrderStatus,
     OrderTimeouts,
     OrderView,
     PaymentMethod,
     PlaceOrderInput,
+    RefundView,
+    ReturnLine,
+    ReturnReason,
+    ReturnRequest,
+    ReturnResolution,
+    ReturnStatus,
+    ReturnView,
 )
-from models.wire import QUERY_STATUS, SEARCH_ATTRIBUTES, SIGNAL_CARRIER_EVENT, TASK_QUEUE
+from models.wire import (
+    QUERY_STATUS,
+    SEARCH_ATTRIBUTES,
+    SIGNAL_CARRIER_EVENT,
+    TASK_QUEUE,
+    UPDATE_ASK,
+    UPDATE_FEEDBACK,
+    UPDATE_REFUND,
+    UPDATE_REQUEST_RETURN,
+)
 from models.wire import UPDATE_CANCEL as CANCEL
 from settings import Settings
 from temporal_client import start_order
@@ -49,6 +70,10 @@ HISTORIES = Path(__file__).parent / "histories"
 Handle = WorkflowHandle[OrderWorkflow, OrderView]
 
 
+# Long enough to request returns after delivery; the order then completes that much later.
+RETURN_WINDOWS = {"return_refund": timedelta(seconds=5), "exchange": timedelta(seconds=5)}
+
+
 def _order(name: str, token: str = "tok_visa") -> PlaceOrderInput:
     return PlaceOrderInput(
         order_id=f"replay-{name}",
@@ -56,7 +81,7 @@ def _order(name: str, token: str = "tok_visa") -> PlaceOrderInput:
         items=[OrderItem(sku="BOOK-DUNE", quantity=1), OrderItem(sku="EBOOK-DUNE", quantity=1)],
         payment=PaymentMethod(token=token),
         placed_at=datetime.now(UTC),
-        timeouts=OrderTimeouts(return_window=timedelta(seconds=2)),
+        timeouts=OrderTimeouts(return_window=RETURN_WINDOWS.get(name, timedelta(seconds=2))),
     )
 
 
@@ -70,13 +95,29 @@ async def _until(handle: Handle, status: OrderStatus) -> OrderView:
 
 async def _carrier(handle: Handle, view: OrderView, status: CarrierStatus, event_id: str) -> None:
     assert view.shipment is not None
+    await _track(handle, view.shipment.tracking_number, status, event_id)
+
+
+async def _track(handle: Handle, tracking: str, status: CarrierStatus, event_id: str) -> None:
     event = CarrierEvent(
-        event_id=event_id,
-        tracking_number=view.shipment.tracking_number,
-        status=status,
-        occurred_at=datetime.now(UTC),
+        event_id=event_id, tracking_number=tracking, status=status, occurred_at=datetime.now(UTC)
     )
     await handle.signal(SIGNAL_CARRIER_EVENT, event)
+
+
+async def _delivered(handle: Handle) -> None:
+    shipped = await _until(handle, OrderStatus.SHIPPED)
+    await _carrier(handle, shipped, CarrierStatus.DELIVERED, "evt-delivered")
+    await _until(handle, OrderStatus.DELIVERED)
+
+
+async def _return(handle: Handle, sku: str, resolution: ReturnResolution) -> ReturnView:
+    request = ReturnRequest(
+        lines=[ReturnLine(sku=sku, quantity=1)],
+        reason=ReturnReason.DAMAGED,
+        resolution=resolution,
+    )
+    return await handle.execute_update(UPDATE_REQUEST_RETURN, request, result_type=ReturnView)
 
 
 async def happy(handle: Handle) -> None:
@@ -103,11 +144,50 @@ async def returned(handle: Handle) -> None:
     await _carrier(handle, shipped, CarrierStatus.RETURN_TO_SENDER, "evt-1")
 
 
+async def return_refund(handle: Handle) -> None:
+    """Customer service on a delivered order: an inquiry, feedback, a goodwill refund, the
+    e-book refunded (download revoked), the paperback returned by parcel and refunded."""
+    await _delivered(handle)
+    await handle.execute_update(
+        UPDATE_ASK, InquiryRequest(message="Is the e-book DRM-free?"), result_type=InquiryView
+    )
+    await handle.execute_update(
+        UPDATE_FEEDBACK, FeedbackRequest(rating=4), result_type=FeedbackView
+    )
+    await handle.execute_update(
+        UPDATE_REFUND, GoodwillRefundRequest(amount=100, reason="late"), result_type=RefundView
+    )
+    await _return(handle, "EBOOK-DUNE", ReturnResolution.REFUND)
+    parcel = await _return(handle, "BOOK-DUNE", ReturnResolution.REFUND)
+    assert parcel.tracking_number is not None
+    await _track(handle, parcel.tracking_number, CarrierStatus.IN_TRANSIT, "evt-ret-1")
+    await _track(handle, parcel.tracking_number, CarrierStatus.DELIVERED, "evt-ret-2")
+    await _until(handle, OrderStatus.RETURNED)
+
+
+async def exchange(handle: Handle) -> None:
+    """The paperback sent back for an exchange: restocked, shipped again, delivered."""
+    await _delivered(handle)
+    parcel = await _return(handle, "BOOK-DUNE", ReturnResolution.EXCHANGE)
+    assert parcel.tracking_number is not None
+    await _track(handle, parcel.tracking_number, CarrierStatus.DELIVERED, "evt-ret")
+
+    def shipped_again(view: OrderView) -> bool:
+        return view.returns[0].status is ReturnStatus.EXCHANGE_SHIPPED
+
+    view = await eventually(lambda: _status(handle), shipped_again)
+    replacement = view.returns[0].exchange_shipment
+    assert replacement is not None
+    await _track(handle, replacement.tracking_number, CarrierStatus.DELIVERED, "evt-exchange")
+
+
 PATHS: dict[str, tuple[str, Callable[[Handle], Awaitable[None]], OrderStatus]] = {
     "happy": ("tok_visa", happy, OrderStatus.COMPLETED),
     "declined": ("tok_chargeDeclined", declined, OrderStatus.PAYMENT_DECLINED),
     "cancelled": ("tok_visa", cancelled, OrderStatus.CANCELLED),
     "return_to_sender": ("tok_visa", returned, OrderStatus.DELIVERY_FAILED),
+    "return_refund": ("tok_visa", return_refund, OrderStatus.COMPLETED),
+    "exchange": ("tok_visa", exchange, OrderStatus.COMPLETED),
 }
 
 
