@@ -277,7 +277,7 @@ async def test_a_late_return_is_refused_and_an_open_one_holds_the_order_open(
     ret = (await post_return(api, order_id, {"BOOK-DUNE": 1})).json()
     window_ends = datetime.fromisoformat(view["return_window_ends_at"])
 
-    async def now() -> datetime:
+    async def now() -> datetime:  # no status marks the window's end: wait out its deadline
         return datetime.now(UTC)
 
     await eventually(now, lambda t: t > window_ends + timedelta(seconds=1), within=30)
