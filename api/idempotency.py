@@ -40,9 +40,13 @@ class Claim:
     replayed: bool  # True when the key had been seen before: answer with its order
 
 
-def fingerprint(request: PlaceOrderRequest) -> str:
-    """The same request always hashes the same, whatever its JSON spacing or key order."""
-    return hashlib.sha256(request.model_dump_json().encode()).hexdigest()
+def fingerprint(request: PlaceOrderRequest, owner: str = "") -> str:
+    """The same request always hashes the same, whatever its JSON spacing or key order.
+
+    The owner (the API principal) is part of it: another client sending the same key and body
+    is refused, never handed the first client's order.
+    """
+    return hashlib.sha256(f"{owner}\n{request.model_dump_json()}".encode()).hexdigest()
 
 
 def claim(

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / "scripts" / "run.py"
 ON_LINUX = sys.platform == "linux"
 HAS_API = (ROOT / "api" / "main.py").exists()
+DEV_CLIENT = {"Authorization": "Bearer omk_dev_client"}  # make run's development client key
 
 
 class Supervisor:
@@ -160,7 +161,7 @@ async def test_runs_restarts_stops_cleanly_and_keeps_orders(tmp_path: Path) -> N
         curl = next(line for line in run.lines if line.startswith("curl -sS -X POST"))
         assert "cus_ada" in curl and "BOOK-DUNE" in curl and "tok_visa" in curl
 
-        async with httpx.AsyncClient(base_url=api, timeout=10) as http:
+        async with httpx.AsyncClient(base_url=api, timeout=10, headers=DEV_CLIENT) as http:
             placed = await http.post(
                 "/orders",
                 json={
@@ -193,7 +194,7 @@ async def test_runs_restarts_stops_cleanly_and_keeps_orders(tmp_path: Path) -> N
     again = await start_run(env)
     try:
         await again.printed("Ctrl-C stops everything.")
-        async with httpx.AsyncClient(base_url=api, timeout=10) as http:
+        async with httpx.AsyncClient(base_url=api, timeout=10, headers=DEV_CLIENT) as http:
             kept = await http.get(f"/orders/{order_id}")
         assert kept.status_code == 200, kept.text
         assert kept.json()["status"] == "shipped"

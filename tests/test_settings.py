@@ -37,7 +37,7 @@ def no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def settings(**values: Any) -> Settings:
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 def test_development_uses_the_documented_keys() -> None:

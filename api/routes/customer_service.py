@@ -24,6 +24,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api import idempotency
+from api.auth import OperatorOnly
 from api.deps import EngineDep, TemporalClientDep
 from api.problems import ApiProblem, problem_responses
 from api.routes.orders import OrderId, load_order, temporal_unavailable
@@ -253,7 +254,8 @@ async def give_feedback(
     status_code=201,
     response_model=RefundView,
     summary="Refund part of an order as a goodwill gesture (operators)",
-    responses={**ACCEPTED_IN_PROGRESS, **problem_responses(404, 409, 422, 503)},
+    responses={**ACCEPTED_IN_PROGRESS, **problem_responses(403, 404, 409, 422, 503)},
+    dependencies=[OperatorOnly],  # a client key is refused with 403
 )
 async def goodwill_refund(
     order_id: OrderId,

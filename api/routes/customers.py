@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Response
 
+from api.auth import OperatorOnly
 from api.deps import SessionDep
 from api.problems import not_found, problem_responses
 from models.http import CREATE_CUSTOMER_EXAMPLES, CreateCustomerRequest, CustomerView
@@ -76,8 +77,9 @@ def create_customer(
 @router.get(
     "/{customer_id}",
     response_model=CustomerView,
-    summary="Get a customer",
-    responses=problem_responses(404, 422),
+    summary="Get a customer (operators: it holds contact details)",
+    responses=problem_responses(403, 404, 422),
+    dependencies=[OperatorOnly],
 )
 def get_customer(customer_id: CustomerIdPath, session: SessionDep) -> CustomerView:
     customer = session.get(Customer, customer_id)

@@ -29,6 +29,7 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api import idempotency
+from api.auth import PrincipalDep, owns
 from api.deps import EngineDep, SessionDep, SettingsDep, TemporalClientDep
 from api.problems import ApiProblem, invalid, not_found, problem_responses
 from models.http import (
@@ -135,6 +136,7 @@ def _received_view(order: PlaceOrderInput) -> OrderView:
         shipping_address=order.shipping_address,
         placed_at=order.placed_at,
         updated_at=order.placed_at,
+        placed_by=order.placed_by,
     )
 
 
@@ -173,6 +175,7 @@ async def place_order(
     client: TemporalClientDep,
     engine: EngineDep,
     settings: SettingsDep,
+    principal: PrincipalDep,
     idempotency_key: IdempotencyKey = None,
 ) -> OrderView:
     """Starts the order's workflow and answers at once with the order as it stands (usually
@@ -188,14 +191,20 @@ async def place_order(
                 idempotency.claim,
                 engine,
                 idempotency_key,
-                idempotency.fingerprint(request),
+                idempotency.fingerprint(request, principal.name),
                 order_id,
             )
         except idempotency.KeyReused as err:
+            # Name the order only to whoever may see it.
+            which = (
+                f"order {err.order_id}"
+                if await owns(principal, client, engine, err.order_id)
+                else "another order"
+            )
             raise ApiProblem(
                 409,
                 "idempotency-key-reused",
-                f"this {idempotency.KEY_HEADER} was already used for order {err.order_id} "
+                f"this {idempotency.KEY_HEADER} was already used for {which} "
                 "with a different request; use a new key for a new order",
                 title="Idempotency key reused",
             ) from None
@@ -212,6 +221,7 @@ async def place_order(
         timeouts=OrderTimeouts(
             delivery_timeout=settings.delivery_timeout, return_window=settings.return_window
         ),
+        placed_by=principal.name,
     )
     response.headers["Location"] = f"/orders/{order_id}"
     if replayed:
@@ -273,14 +283,18 @@ def _utc(moment: datetime) -> datetime:
 )
 def list_orders(
     session: SessionDep,
+    principal: PrincipalDep,
     customer_id: Annotated[str | None, Query(max_length=64)] = None,
     status: OrderStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> OrderPage:
     """From the read model, which follows each order within moments. Pages are keyset-based:
-    orders placed while you page never make you skip or repeat one."""
+    orders placed while you page never make you skip or repeat one. A client key lists only
+    the orders it placed."""
     query = select(OrderRecord)
+    if not principal.is_operator:
+        query = query.where(OrderRecord.placed_by == principal.name)
     if customer_id is not None:
         query = query.where(OrderRecord.customer_id == customer_id)
     if status is not None:

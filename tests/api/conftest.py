@@ -3,6 +3,10 @@
 `api` is an httpx client talking to the app in-process (ASGITransport); the app's lifespan
 runs with the stack's Temporal client and engine handed in, so no second worker or connection
 is made. Ids are fresh per test, so tests share the stack without seeing each other's orders.
+
+The app runs with the development API keys whatever the environment says. `api` sends the
+operator key; `client_api` and `other_client_api` are two clients (A and B), `anonymous_api`
+sends no key at all.
 """
 
 import json
@@ -16,7 +20,12 @@ from fastapi import FastAPI
 
 from api.main import create_app
 from api.signatures import SIGNATURE_HEADER, sign
+from settings import DEV_API_KEYS
 from tests.conftest import E2EStack, eventually, new_id
+
+OPERATOR_KEY = "omk_dev_operator"
+CLIENT_KEY = "omk_dev_client"  # named dev-client
+OTHER_CLIENT_KEY = "omk_dev_client2"  # named dev-client-2
 
 ORDER = {
     "customer_id": "cus_ada",
@@ -30,17 +39,51 @@ def order_body(**changes: Any) -> dict[str, Any]:
     return {**json.loads(json.dumps(ORDER)), **changes}
 
 
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
 @pytest.fixture(scope="session")
 async def api_app(e2e_stack: E2EStack) -> AsyncIterator[FastAPI]:
-    app = create_app(e2e_stack.settings, temporal_client=e2e_stack.client, engine=e2e_stack.engine)
+    settings = e2e_stack.settings.model_copy(update={"api_keys": DEV_API_KEYS})
+    app = create_app(settings, temporal_client=e2e_stack.client, engine=e2e_stack.engine)
     async with app.router.lifespan_context(app):
         yield app
 
 
+def http_client(app: FastAPI, key: str | None) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://ordermill.test",
+        headers=bearer(key) if key else None,
+    )
+
+
 @pytest.fixture(scope="session")
 async def api(api_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=api_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://ordermill.test") as client:
+    """The operator: sees and may do everything."""
+    async with http_client(api_app, OPERATOR_KEY) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+async def client_api(api_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """Client A (dev-client)."""
+    async with http_client(api_app, CLIENT_KEY) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+async def other_client_api(api_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """Client B (dev-client-2)."""
+    async with http_client(api_app, OTHER_CLIENT_KEY) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+async def anonymous_api(api_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """No API key."""
+    async with http_client(api_app, None) as client:
         yield client
 
 

@@ -17,7 +17,9 @@ from api.main import create_app
 from models.tables import IdempotencyKey, Shipment
 from settings import Settings
 from tests.api.conftest import (
+    OPERATOR_KEY,
     assert_problem,
+    bearer,
     carrier_event,
     follow,
     order_body,
@@ -44,7 +46,9 @@ async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://ordermill.test"
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://ordermill.test",
+            headers=bearer(OPERATOR_KEY),
         ) as http,
     ):
         yield http
