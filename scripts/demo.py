@@ -6,8 +6,10 @@ comes back), then plays the carrier: once an order is `shipped` it posts signed 
 a few seconds apart, as EasyPost would. One status line per order shows where each one is; the
 same orders are in the Temporal UI (search `OrderStatus="shipped"` and the like).
 
-Only HTTP: API_URL (default: this machine's API_HOST/API_PORT) and the webhook secret from
-CARRIER_WEBHOOK_SECRET (the development default when unset).
+Only HTTP: API_URL (default: this machine's API_HOST/API_PORT), a client API key from
+ORDERMILL_API_KEY (default: the development client key, omk_dev_client) and the carrier's
+webhook secrets from CARRIER_WEBHOOK_SECRETS / CARRIER_WEBHOOK_SECRET (the development default
+when unset). The carrier's webhooks carry only their signature, never an API key.
 """
 
 import argparse
@@ -30,7 +32,10 @@ import httpx  # noqa: E402
 
 from api.signatures import SIGNATURE_HEADER, secrets_from_setting, sign  # noqa: E402
 from models.orders import FINAL_STATUSES, CarrierStatus, OrderStatus  # noqa: E402
-from settings import Settings  # noqa: E402
+from settings import DEV_API_KEY_ENTRIES, Settings  # noqa: E402
+
+# The development client key `make run` prints (omk_dev_client); ORDERMILL_API_KEY replaces it.
+DEV_CLIENT_KEY = next(e.key for e in DEV_API_KEY_ENTRIES if e.role == "client")
 
 ADA = "cus_ada"
 GRACE = "cus_grace"
@@ -140,8 +145,16 @@ class Board:
 
 
 class Demo:
-    def __init__(self, http: httpx.AsyncClient, secrets: list[str], step: float, board: Board):
-        self.http = http
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        carrier: httpx.AsyncClient,
+        secrets: list[str],
+        step: float,
+        board: Board,
+    ):
+        self.http = http  # the shop's client, with its API key
+        self.carrier = carrier  # the carrier: signed webhooks, no API key
         self.secrets = secrets
         self.step = step
         self.board = board
@@ -208,7 +221,7 @@ class Demo:
             "occurred_at": datetime.now(UTC).isoformat(),
         }
         body = json.dumps(event).encode()  # the exact bytes that are signed and sent
-        answer = await self.http.post(
+        answer = await self.carrier.post(
             "/webhooks/carrier",
             content=body,
             headers={
@@ -255,13 +268,25 @@ async def main_async(args: argparse.Namespace) -> int:
     except RuntimeError as err:  # production without a secret
         print(f"demo: {err}", file=sys.stderr)
         return 1
-    async with httpx.AsyncClient(base_url=args.api_url, timeout=10.0) as http:
+    auth = {"Authorization": f"Bearer {args.api_key}"}
+    async with (
+        httpx.AsyncClient(base_url=args.api_url, timeout=10.0, headers=auth) as http,
+        httpx.AsyncClient(base_url=args.api_url, timeout=10.0) as carrier,
+    ):
         try:
             (await http.get("/healthz")).raise_for_status()
         except httpx.HTTPError as err:
             print(
                 f"demo: no ordermill API answers at {args.api_url} ({err}).\n"
                 "Start everything with `make run` first, or point API_URL at the API.",
+                file=sys.stderr,
+            )
+            return 1
+        checked = await http.get("/orders", params={"limit": 1})
+        if checked.status_code in (401, 403):
+            print(
+                f"demo: the API refused the key: {problem(checked)}\n"
+                "Set ORDERMILL_API_KEY to a client key from the API's API_KEYS.",
                 file=sys.stderr,
             )
             return 1
@@ -273,7 +298,7 @@ async def main_async(args: argparse.Namespace) -> int:
         board = Board([s.label for s in SCENARIOS], live=sys.stdout.isatty())
         if board.live:
             board.redraw()
-        demo = Demo(http, secrets, args.step, board)
+        demo = Demo(http, carrier, secrets, args.step, board)
         results = await asyncio.gather(
             *(demo.play(n, s, args.timeout) for n, s in enumerate(SCENARIOS, 1))
         )
@@ -295,6 +320,11 @@ def main() -> None:
         "--api-url",
         default=os.environ.get("API_URL") or default_api_url(Settings()),
         help="where the API answers (API_URL; default from API_HOST/API_PORT)",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("ORDERMILL_API_KEY") or DEV_CLIENT_KEY,
+        help=f"a client API key (ORDERMILL_API_KEY; default {DEV_CLIENT_KEY})",
     )
     parser.add_argument(
         "--step", type=float, default=3.0, help="seconds between a parcel's tracking events"

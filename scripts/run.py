@@ -2,7 +2,9 @@
 
 Starts the Temporal dev server (history kept in $DATA_DIR/temporal.db, so orders survive a
 restart) unless TEMPORAL_ADDRESS names a server to use instead, creates and seeds the database,
-then runs the worker and the API and restarts either one if it crashes. Ctrl-C or SIGTERM stops
+then runs the worker and the API and restarts either one if it crashes. With ENCRYPTION_KEY set,
+the dev server's UI decodes payloads through the API's codec server (/codec). The banner shows
+the development API keys when API_KEYS is unset. Ctrl-C or SIGTERM stops
 everything and exits 0.
 
 Each child runs in a process group of its own: stopping a child stops whatever it spawned, and
@@ -36,8 +38,9 @@ from pydantic import ValidationError  # noqa: E402
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest  # noqa: E402
 from temporalio.client import Client  # noqa: E402
 
+from encryption import codec_from_settings  # noqa: E402
 from models.wire import SEARCH_ATTRIBUTES  # noqa: E402
-from settings import Settings  # noqa: E402
+from settings import DEV_API_KEY_ENTRIES, Settings  # noqa: E402
 from temporal_client import connect_temporal  # noqa: E402
 
 STOP_GRACE = 5.0  # seconds a child gets to exit after SIGTERM before it is killed
@@ -282,9 +285,48 @@ def browsable(host: str) -> str:
     return "localhost" if host in ("0.0.0.0", "::", "127.0.0.1", "::1", "") else host
 
 
+def api_url(settings: Settings) -> str:
+    return f"http://{browsable(settings.api_host)}:{settings.api_port}"
+
+
+def codec_endpoint(settings: Settings) -> str:
+    return f"{api_url(settings)}/codec"
+
+
+def key_lines(settings: Settings) -> tuple[list[str], str]:
+    """The banner's lines about API keys, and the key to show in the example curl."""
+    if settings.api_keys:
+        return ["  API keys         from API_KEYS"], "$ORDERMILL_API_KEY"
+    width = max(len(entry.key) for entry in DEV_API_KEY_ENTRIES)
+    lines = ["  API keys         development keys (set API_KEYS to replace them):"]
+    lines += [
+        f"                     {entry.key:<{width}}  {entry.role:<8}  {entry.name}"
+        for entry in DEV_API_KEY_ENTRIES
+    ]
+    client = next(entry.key for entry in DEV_API_KEY_ENTRIES if entry.role == "client")
+    return lines, client
+
+
+def codec_lines(settings: Settings, *, own_temporal: bool) -> list[str]:
+    if not settings.encryption_key:
+        return ["  Payloads         stored in clear: set ENCRYPTION_KEY to encrypt them"]
+    endpoint = codec_endpoint(settings)
+    lines = [
+        f"  Payloads         encrypted (key {settings.encryption_key_id}); codec server {endpoint}",
+        f"                   UI: sign in at {endpoint}/session with an operator key, then in the",
+        "                   UI's codec settings override the cluster setting with that endpoint",
+        "                   and turn on 'Include cross-origin credentials'",
+        f"                   CLI: temporal workflow show --codec-endpoint {endpoint} "
+        '--codec-auth "Bearer <operator key>" -w order-<id>',
+    ]
+    if not own_temporal:
+        lines.insert(1, "                   (point your Temporal UI's codec endpoint at it)")
+    return lines
+
+
 def banner(settings: Settings, *, own_temporal: bool) -> str:
     """Where everything is; printed unprefixed so the curl can be pasted as it stands."""
-    api = f"http://{browsable(settings.api_host)}:{settings.api_port}"
+    api = api_url(settings)
     query = 'OrderStatus="shipped"'
     if own_temporal:
         ui = f"http://localhost:{settings.temporal_ui_port}"
@@ -305,6 +347,8 @@ def banner(settings: Settings, *, own_temporal: bool) -> str:
     else:
         mail = f"  Emails           written to {settings.outbox_dir}/"
     body = shlex.quote(json.dumps(DEMO_ORDER, separators=(",", ":")))
+    keys, key = key_lines(settings)
+    auth = f'-H "Authorization: Bearer {key}"'
     return "\n".join(
         [
             "",
@@ -312,12 +356,14 @@ def banner(settings: Settings, *, own_temporal: bool) -> str:
             f"  API docs         {api}/docs",
             *temporal,
             mail,
+            *keys,
+            *codec_lines(settings, own_temporal=own_temporal),
             "",
             "Place a demo order:",
             "",
-            f"curl -sS -X POST {api}/orders -H 'Content-Type: application/json' -d {body}",
+            f"curl -sS -X POST {api}/orders {auth} -H 'Content-Type: application/json' -d {body}",
             "",
-            f"then follow it with `curl -sS {api}/orders/<order_id>`, or run `make demo`.",
+            f"then follow it with `curl -sS {auth} {api}/orders/<order_id>`, or run `make demo`.",
             "Ctrl-C stops everything.",
             "",
         ]
@@ -414,6 +460,8 @@ class Supervisor:
                     *("--port", str(s.temporal_port), "--ui-port", str(s.temporal_ui_port)),
                     *(f"--search-attribute={key.name}=Keyword" for key in SEARCH_ATTRIBUTES),
                     *("--log-level", "error"),
+                    # The UI decodes encrypted payloads through our codec server.
+                    *(("--ui-codec-endpoint", codec_endpoint(s)) if s.encryption_key else ()),
                     # "default" always exists; any other namespace is created on first start.
                     *(
                         ("--namespace", s.temporal_namespace)
@@ -531,6 +579,14 @@ async def main_async() -> int:
         for error in err.errors():
             setting = "_".join(str(part) for part in error["loc"]).upper()
             log(f"setting {setting}: {error['msg']} (got {error.get('input')!r})")
+        return 1
+    try:  # what would stop the API or the worker, said once here instead of in crash loops
+        settings.check_production_ready(serving_api=True)
+        codec_from_settings(
+            settings.encryption_key_id, settings.encryption_key, settings.encryption_old_keys
+        )
+    except (RuntimeError, ValueError) as err:
+        log(f"settings: {err}")
         return 1
     # TEMPORAL_ADDRESS set (environment or .env) means "use that server", else start our own.
     own_temporal = "temporal_address" not in settings.model_fields_set
