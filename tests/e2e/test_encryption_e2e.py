@@ -5,7 +5,8 @@ an operator.
 A dev server of its own (the shared one runs without a codec), a worker and the API built from
 one set of settings with a key, and a database in a temporary directory. The order goes in
 through HTTP as a client would place it; its history comes out through a client with no codec,
-as anyone with access to the Temporal server would see it.
+as anyone with access to the Temporal server would see it. Sealed histories, and the
+committed ones from before encryption, replay on today's workflow with the codec on.
 """
 
 import base64
@@ -25,8 +26,10 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.api.history.v1 import HistoryEvent
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHistory
+from temporalio.converter import PayloadCodec
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
 
 from api.main import create_app
 from database import init_database
@@ -43,7 +46,9 @@ from tests.api.conftest import (
     http_client,
 )
 from tests.conftest import venv_binary
+from tests.test_replay import HISTORIES
 from worker import build_worker
+from workflows.order import OrderWorkflow
 
 pytestmark = pytest.mark.e2e
 
@@ -52,12 +57,14 @@ pytestmark = pytest.mark.e2e
 class EncryptedStack:
     env: WorkflowEnvironment
     app: FastAPI
+    codec: PayloadCodec
 
 
 @pytest.fixture(scope="module")
 async def encrypted(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EncryptedStack]:
     key = base64.b64encode(os.urandom(32)).decode()
     codec = codec_from_settings("e2e-1", key, None)
+    assert codec is not None
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=venv_binary("temporal"),
         data_converter=data_converter(codec),
@@ -84,7 +91,7 @@ async def encrypted(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[E
                 build_worker(env.client, settings, db, executor),
                 app.router.lifespan_context(app),
             ):
-                yield EncryptedStack(env=env, app=app)
+                yield EncryptedStack(env=env, app=app, codec=codec)
     finally:
         db.dispose()
         await env.shutdown()
@@ -123,7 +130,19 @@ async def test_the_stored_history_has_no_plain_pii_and_the_codec_server_reads_it
         http_client(encrypted.app, OPERATOR_KEY) as operator,
         http_client(encrypted.app, CLIENT_KEY) as client,
     ):
-        await check_history_and_codec(encrypted.env, operator, client, email, name, line1)
+        history = await check_history_and_codec(encrypted.env, operator, client, email, name, line1)
+    # The sealed history replays on today's workflow, given the key.
+    replayer = Replayer(workflows=[OrderWorkflow], data_converter=data_converter(encrypted.codec))
+    await replayer.replay_workflow(history)
+
+
+@pytest.mark.parametrize("name", sorted(HISTORIES))
+async def test_histories_from_before_encryption_replay_with_it_on(name: str) -> None:
+    """Orders started before ENCRYPTION_KEY was set keep running once it is."""
+    codec = codec_from_settings("k1", base64.b64encode(os.urandom(32)).decode(), None)
+    history = WorkflowHistory.from_json(f"order-{name}", HISTORIES[name])
+    replayer = Replayer(workflows=[OrderWorkflow], data_converter=data_converter(codec))
+    await replayer.replay_workflow(history)
 
 
 async def check_history_and_codec(
@@ -133,7 +152,7 @@ async def check_history_and_codec(
     email: str,
     name: str,
     line1: str,
-) -> None:
+) -> WorkflowHistory:
     created = await operator.post(
         "/customers",
         json={
@@ -198,3 +217,4 @@ async def check_history_and_codec(
     )
     # A client's key opens nothing.
     assert_problem(await client.post("/codec/decode", json=body), 403)
+    return history
