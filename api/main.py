@@ -86,6 +86,8 @@ def create_app(
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        # `/orders/%2F` is `/orders//`: answer 404 rather than redirect a client to `/orders`.
+        redirect_slashes=False,
     )
     # Innermost first: the body limit answers inside the catch-all, CORS for /codec outside it.
     app.add_middleware(LimitRequestBody, overrides={codec.PREFIX: codec.MAX_CODEC_BODY_BYTES})
