@@ -15,7 +15,11 @@ from collections.abc import Sequence
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.converter import DataConverter, PayloadCodec
+from temporalio.converter import (
+    DataConverter,
+    DefaultFailureConverterWithEncodedAttributes,
+    PayloadCodec,
+)
 
 ENCODING = b"binary/encrypted"
 KEY_ID_METADATA = "encryption-key-id"
@@ -81,7 +85,15 @@ def codec_from_settings(
 
 
 def data_converter(codec: PayloadCodec | None) -> DataConverter:
-    """Pydantic payloads, sealed by `codec` when there is one."""
+    """Pydantic payloads, sealed by `codec` when there is one.
+
+    With a codec, failure messages and stack traces are sealed too: a rejection can quote an
+    address or an email.
+    """
     if codec is None:
         return pydantic_data_converter
-    return dataclasses.replace(pydantic_data_converter, payload_codec=codec)
+    return dataclasses.replace(
+        pydantic_data_converter,
+        payload_codec=codec,
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+    )

@@ -85,7 +85,8 @@ Duration = Annotated[timedelta, BeforeValidator(_seconds_or_iso)]
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    # An empty variable counts as unset, so `FOO=` (or compose's `${FOO:-}`) means "the default".
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True)
 
     app_env: Literal["development", "production"] = "development"
     data_dir: Path = Path(".data")
@@ -136,6 +137,7 @@ class Settings(BaseSettings):
 
     delivery_timeout: Duration = timedelta(days=14)
     return_window: Duration = timedelta(days=30)
+    return_arrival_timeout: Duration = timedelta(days=30)
     fulfillment_delay: Duration = timedelta(seconds=5)
 
     activity_threads: int = 32

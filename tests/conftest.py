@@ -221,6 +221,7 @@ async def e2e_stack(
         fulfillment_delay=timedelta(seconds=1),
         delivery_timeout=timedelta(minutes=5),
         return_window=timedelta(minutes=5),
+        return_arrival_timeout=timedelta(minutes=4),
         temporal_address=dev_server_env.client.service_client.config.target_host,
     )
     db = init_database(settings.effective_database_url)

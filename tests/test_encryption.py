@@ -6,6 +6,7 @@ import os
 import pytest
 from cryptography.exceptions import InvalidTag
 from temporalio.api.common.v1 import Payload
+from temporalio.converter import DefaultFailureConverterWithEncodedAttributes
 
 from encryption import ENCODING, EncryptionCodec, codec_from_settings, data_converter, parse_key
 from models.orders import Address
@@ -66,3 +67,12 @@ def test_bad_keys_are_named() -> None:
     with pytest.raises(ValueError, match="base64"):
         parse_key("not base64!!")
     assert codec_from_settings("k1", None, None) is None
+
+
+def test_failure_messages_are_sealed_with_the_payloads() -> None:
+    codec = codec_from_settings("k1", new_key(), None)
+    converter = data_converter(codec)
+    assert isinstance(converter.failure_converter, DefaultFailureConverterWithEncodedAttributes)
+    assert not isinstance(
+        data_converter(None).failure_converter, DefaultFailureConverterWithEncodedAttributes
+    )

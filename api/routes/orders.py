@@ -219,7 +219,9 @@ async def place_order(
         payment=request.payment,
         placed_at=datetime.now(UTC),
         timeouts=OrderTimeouts(
-            delivery_timeout=settings.delivery_timeout, return_window=settings.return_window
+            delivery_timeout=settings.delivery_timeout,
+            return_window=settings.return_window,
+            return_arrival_timeout=settings.return_arrival_timeout,
         ),
         placed_by=principal.name,
     )

@@ -7,7 +7,9 @@ import httpx
 import pytest
 from sqlmodel import Session
 
+from models.orders import OrderTimeouts, PlaceOrderInput
 from models.tables import Product
+from models.wire import order_workflow_id
 from tests.api.conftest import (
     assert_problem,
     follow,
@@ -272,3 +274,22 @@ async def test_unknown_customer_is_404(api: httpx.AsyncClient) -> None:
 async def test_unknown_route_and_method_are_problems(api: httpx.AsyncClient) -> None:
     assert_problem(await api.get("/nowhere"), 404)
     assert_problem(await api.delete("/orders"), 405)
+
+
+async def test_an_order_waits_as_long_as_the_settings_say(
+    api: httpx.AsyncClient, e2e_stack: E2EStack
+) -> None:
+    """DELIVERY_TIMEOUT, RETURN_WINDOW and RETURN_ARRIVAL_TIMEOUT reach the order's input."""
+    placed = await place(api)
+    handle = e2e_stack.client.get_workflow_handle(order_workflow_id(placed["order_id"]))
+    history = await handle.fetch_history()
+    started = history.events[0].workflow_execution_started_event_attributes
+    [order] = await e2e_stack.client.data_converter.decode(
+        started.input.payloads, [PlaceOrderInput]
+    )
+    settings = e2e_stack.settings
+    assert order.timeouts == OrderTimeouts(
+        delivery_timeout=settings.delivery_timeout,
+        return_window=settings.return_window,
+        return_arrival_timeout=settings.return_arrival_timeout,
+    )
