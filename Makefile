@@ -16,6 +16,7 @@ help:
 	@echo "make test    run the whole test suite"
 	@echo "make lint    ruff and mypy"
 	@echo "make demo    play customers and a carrier against a running 'make run'"
+	@echo "make bench   ordermill against the Temporal ceiling (BENCH_ARGS=\"--help\" for options)"
 	@echo "make api     only the API (uvicorn), against an already running Temporal"
 	@echo "make clean   remove .venv and .data"
 
@@ -45,6 +46,9 @@ run: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py
+
+bench: $(STAMP)
+	$(PY) -m bench $(BENCH_ARGS)
 
 worker: $(STAMP)
 	$(PY) worker.py

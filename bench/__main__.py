@@ -1,0 +1,5 @@
+"""`python -m bench`: the same as `make bench`."""
+
+from bench.main import main
+
+main()

@@ -1,0 +1,288 @@
+"""What the bench does to the stack: orders driven through Temporal alone, or through ordermill.
+
+Both drivers play the same part: start an order, poll until it waits for its delivery, deliver
+it, poll until it shows `delivered`. The ceiling polls with a workflow query and delivers with a
+signal; ordermill is polled with `GET /orders/{id}` (a query behind it) and delivered with a
+signed carrier webhook. Polling is at `poll` while the order is being processed and at the
+finer `fast_poll` once the delivery is sent, so the delivery latency has that resolution.
+Every poll is a workflow query, whichever way it is sent: polling faster loads the server, the
+worker (and the API) as much as the orders do, so the intervals are a compromise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import psutil
+from temporalio.client import Client, WorkflowHandle
+from temporalio.service import RPCError
+from tqdm import tqdm
+
+from api.signatures import SIGNATURE_HEADER, sign
+from bench.shape import AWAITING, DELIVERED, DELIVERED_SIGNAL, STAGE_QUERY, BareOrder
+from models.orders import FINAL_STATUSES, OrderStatus
+
+ORDER_DEADLINE = 300.0  # seconds one order may take before it counts as failed
+MAX_ERRORS_KEPT = 10
+
+ORDER = {
+    "customer_id": "cus_ada",
+    "items": [{"sku": "BOOK-DUNE", "quantity": 1}],
+    "delivery": "standard",
+    "payment": {"token": "tok_visa"},
+}
+
+
+def api_headers() -> dict[str, str]:
+    key = os.environ.get("ORDERMILL_API_KEY", "omk_dev_operator")
+    return {"Authorization": f"Bearer {key}"}
+
+
+class OrderFailed(Exception):
+    """One order did not get where it should; the message says where it stopped."""
+
+
+@dataclass
+class Timing:
+    start: float  # POST /orders, or client.start_workflow
+    deliver: float | None = None  # webhook or signal sent -> delivered visible
+    order_id: str = ""
+    tracking_number: str = ""
+
+
+@dataclass
+class Lanes:
+    """The outcome of n orders driven `concurrency` at a time."""
+
+    timings: list[Timing] = field(default_factory=list)
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+    wall: float = 0.0
+
+    @property
+    def per_second(self) -> float:
+        return len(self.timings) / self.wall if self.wall > 0 else 0.0
+
+
+async def run_lanes(
+    n: int, concurrency: int, one: Callable[[int], Awaitable[Timing]], bar: tqdm[Any]
+) -> Lanes:
+    """Drive orders 0..n-1 through `concurrency` lanes, each starting its next order as soon
+    as its last one is done. Failures are counted and kept, never raised."""
+    result = Lanes()
+    indices = iter(range(n))
+
+    async def lane() -> None:
+        for i in indices:
+            try:
+                result.timings.append(await asyncio.wait_for(one(i), ORDER_DEADLINE))
+            except Exception as err:
+                result.failed += 1
+                if len(result.errors) < MAX_ERRORS_KEPT:
+                    result.errors.append(f"{type(err).__name__}: {err}"[:500])
+            bar.update(1)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(lane() for _ in range(max(1, min(concurrency, n)))))
+    result.wall = time.perf_counter() - started
+    return result
+
+
+# ---- the ceiling ---------------------------------------------------------------------------
+
+
+class CeilingDriver:
+    def __init__(self, client: Client, task_queue: str, *, poll: float, fast_poll: float):
+        self.client = client
+        self.task_queue = task_queue
+        self.poll, self.fast_poll = poll, fast_poll
+        self.run_id = uuid.uuid4().hex[:8]
+
+    async def order(self, i: int) -> Timing:
+        began = time.perf_counter()
+        handle = await self.client.start_workflow(
+            BareOrder.run,
+            f"{self.run_id}-{i}",
+            id=f"bench-ceiling-{self.run_id}-{i}",
+            task_queue=self.task_queue,
+        )
+        timing = Timing(start=time.perf_counter() - began, order_id=handle.id)
+        await self._until_stage(handle, AWAITING, self.poll)
+        sent = time.perf_counter()
+        await handle.signal(DELIVERED_SIGNAL)
+        await self._until_stage(handle, DELIVERED, self.fast_poll)
+        timing.deliver = time.perf_counter() - sent
+        await handle.result()
+        return timing
+
+    async def _until_stage(
+        self, handle: WorkflowHandle[Any, Any], stage: str, interval: float
+    ) -> None:
+        while True:
+            try:
+                if await handle.query(STAGE_QUERY, result_type=str) == stage:
+                    return
+            except RPCError:
+                pass  # not queryable before its first workflow task: poll again
+            await asyncio.sleep(interval)
+
+
+# ---- ordermill -----------------------------------------------------------------------------
+
+
+class OrdermillDriver:
+    def __init__(
+        self, http: httpx.AsyncClient, webhook_secret: str, *, poll: float, fast_poll: float
+    ):
+        self.http = http
+        self.secret = webhook_secret
+        self.poll, self.fast_poll = poll, fast_poll
+        self.run_id = uuid.uuid4().hex[:8]
+        self.unanswered_reads = 0  # GETs answered with 404/503 while the order was starting
+
+    async def order(self, i: int) -> Timing:
+        timing = await self.place_and_ship(i)
+        timing.deliver = await self.deliver(timing.order_id, timing.tracking_number)
+        return timing
+
+    async def place_and_ship(self, i: int) -> Timing:
+        began = time.perf_counter()
+        placed = await self.http.post(
+            "/orders", json=ORDER, headers={"Idempotency-Key": f"bench-{self.run_id}-{i}"}
+        )
+        elapsed = time.perf_counter() - began
+        if placed.status_code != 202:
+            raise OrderFailed(f"POST /orders answered {placed.status_code}: {placed.text[:300]}")
+        order_id = placed.json()["order_id"]
+        view = await self._until_status(order_id, OrderStatus.SHIPPED, self.poll)
+        tracking = view["shipment"]["tracking_number"]
+        return Timing(start=elapsed, order_id=order_id, tracking_number=tracking)
+
+    async def deliver(
+        self, order_id: str, tracking_number: str, poll: float | None = None
+    ) -> float:
+        """Post the carrier's signed `delivered` webhook; seconds until GET shows it."""
+        body = json.dumps(
+            {
+                "event_id": f"bench-{uuid.uuid4().hex}",
+                "tracking_number": tracking_number,
+                "status": "delivered",
+                "occurred_at": datetime.now(UTC).isoformat(),
+                "description": "delivered (bench)",
+            }
+        ).encode()
+        sent = time.perf_counter()
+        answer = await self.http.post(
+            "/webhooks/carrier",
+            content=body,
+            headers={"Content-Type": "application/json", SIGNATURE_HEADER: sign(body, self.secret)},
+        )
+        if answer.status_code != 200 or answer.json().get("outcome") != "signalled":
+            raise OrderFailed(
+                f"webhook for {order_id} answered {answer.status_code}: {answer.text}"
+            )
+        await self._until_status(order_id, OrderStatus.DELIVERED, poll or self.fast_poll)
+        return time.perf_counter() - sent
+
+    async def _until_status(
+        self, order_id: str, wanted: OrderStatus, interval: float
+    ) -> dict[str, Any]:
+        while True:
+            got = await self.http.get(f"/orders/{order_id}")
+            if got.status_code == 200:
+                view: dict[str, Any] = got.json()
+                status = OrderStatus(view["status"])
+                if status is wanted:
+                    return view
+                if status in FINAL_STATUSES:
+                    raise OrderFailed(f"order {order_id} ended {status.value}, not {wanted.value}")
+            elif got.status_code in (404, 503):
+                self.unanswered_reads += 1
+            else:
+                raise OrderFailed(f"GET /orders/{order_id} answered {got.status_code}: {got.text}")
+            await asyncio.sleep(interval)
+
+
+async def sample_deliveries(
+    driver: OrdermillDriver, waiting: list[Timing], k: int, poll: float, bar: tqdm[Any]
+) -> Lanes:
+    """Deliver k of the waiting orders, one at a time, timing each webhook -> delivered."""
+    chosen = random.sample(waiting, min(k, len(waiting)))
+
+    async def one(i: int) -> Timing:
+        order = chosen[i]
+        return Timing(
+            start=0.0,
+            deliver=await driver.deliver(order.order_id, order.tracking_number, poll),
+            order_id=order.order_id,
+        )
+
+    return await run_lanes(len(chosen), 1, one, bar)
+
+
+# ---- the processes' cost -------------------------------------------------------------------
+
+
+class Meter:
+    """CPU seconds and resident memory of the stack's processes (each with its children)
+    and of the bench itself."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.procs: dict[str, psutil.Process] = {}
+        for name, pid in {**pids, "bench": os.getpid()}.items():
+            try:
+                self.procs[name] = psutil.Process(pid)
+            except psutil.Error:
+                continue
+        self.peak_rss: dict[str, float] = {}
+
+    def _tree(self, name: str) -> list[psutil.Process]:
+        proc = self.procs[name]
+        if name == "bench":
+            return [proc]  # its children are the stack, counted under their own names
+        try:
+            return [proc, *proc.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    def cpu_seconds(self) -> dict[str, float]:
+        totals = {}
+        for name in self.procs:
+            total = 0.0
+            for proc in self._tree(name):
+                try:
+                    times = proc.cpu_times()
+                    total += times.user + times.system
+                except psutil.Error:
+                    continue
+            totals[name] = total
+        return totals
+
+    def rss_mb(self) -> dict[str, float]:
+        sizes = {}
+        for name in self.procs:
+            total = 0
+            for proc in self._tree(name):
+                try:
+                    total += proc.memory_info().rss
+                except psutil.Error:
+                    continue
+            sizes[name] = total / 2**20
+            self.peak_rss[name] = max(self.peak_rss.get(name, 0.0), sizes[name])
+        return sizes
+
+    async def watch_peaks(self, every: float = 1.0) -> None:
+        """Sample RSS until cancelled, for the peaks."""
+        while True:
+            self.rss_mb()
+            await asyncio.sleep(every)

@@ -1,0 +1,331 @@
+"""`make bench`: ordermill against the Temporal ceiling on the same server, in one run.
+
+1. Starts an isolated stack (bench/stack.py) unless --api-url/--temporal-address name one.
+2. Ceiling: --orders bare workflows of an order's shape (bench/shape.py) at --concurrency,
+   through the Temporal client, on a worker of their own in this process.
+3. ordermill: as many real orders through POST /orders, each delivered by a signed carrier
+   webhook as soon as it is `shipped`, at the same concurrency.
+4. Open orders: --open-orders orders left waiting for delivery; the worker's and the server's
+   RSS, then a sample of them delivered one at a time, webhook -> GET shows `delivered`.
+5. One table on stdout; results.json and latency.png in --out (bench/results/ by default).
+
+A few orders of each kind warm the stack up first and are not counted. Exit status: 0 when
+every order got where it should, 1 when some did not (the table says how many), 2 when the
+stack could not be started or reached.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from temporalio.worker import Worker
+from tqdm import tqdm
+
+from bench.drivers import (
+    CeilingDriver,
+    Lanes,
+    Meter,
+    OrdermillDriver,
+    Timing,
+    api_headers,
+    run_lanes,
+    sample_deliveries,
+)
+from bench.report import judge_targets, latency_ms, plot, ratio, table, write_json
+from bench.shape import BareOrder, step
+from bench.stack import Endpoints, OwnStack, StackError, connect, running_stack_endpoints
+
+ROOT = Path(__file__).resolve().parent.parent
+FULL_OPEN_ORDERS = 10_000
+SETTLE = 3.0  # seconds between the last open order shipping and measuring memory
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="make bench",
+        description="ordermill's throughput and latency against the Temporal ceiling. "
+        'Pass options with BENCH_ARGS="--orders 50 ...".',
+    )
+    parser.add_argument("--orders", type=int, default=200, help="orders per run (default 200)")
+    parser.add_argument("--concurrency", type=int, default=20, help="orders in flight (20)")
+    parser.add_argument(
+        "--open-orders",
+        type=int,
+        default=None,
+        help=f"orders left waiting for delivery (300; {FULL_OPEN_ORDERS:,} with --full)",
+    )
+    parser.add_argument(
+        "--full", action="store_true", help=f"{FULL_OPEN_ORDERS:,} open orders, as the target says"
+    )
+    parser.add_argument(
+        "--in-memory", action="store_true", help="the dev server keeps history in memory"
+    )
+    parser.add_argument("--api-url", help="use a running ordermill API instead of our own stack")
+    parser.add_argument("--temporal-address", help="its Temporal server (needed with --api-url)")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "bench" / "results", help="results directory"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=None, help="uncounted orders of each kind first (4)"
+    )
+    parser.add_argument(
+        "--sample", type=int, default=100, help="open orders delivered for latency (100)"
+    )
+    parser.add_argument(
+        "--poll", type=float, default=0.5, help="seconds between polls while processing (0.5)"
+    )
+    parser.add_argument(
+        "--delivery-poll",
+        type=float,
+        default=0.1,
+        help="seconds between polls once a delivery is sent, under load (0.1)",
+    )
+    parser.add_argument(
+        "--sample-poll",
+        type=float,
+        default=0.02,
+        help="the same for the open-order deliveries, sent one at a time (0.02)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting for our stack's worker and API, e.g. --set ACTIVITY_THREADS=8",
+    )
+    args = parser.parse_args(argv)
+    if (args.api_url is None) != (args.temporal_address is None):
+        parser.error("--api-url and --temporal-address go together")
+    if args.open_orders is None:
+        args.open_orders = FULL_OPEN_ORDERS if args.full else 300
+    if args.warmup is None:
+        args.warmup = min(4, args.orders)
+    for name in ("orders", "concurrency"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if any("=" not in item for item in args.set):
+        parser.error("--set takes KEY=VALUE")
+    return args
+
+
+def say(line: str) -> None:
+    print(f"bench | {line}", file=sys.stderr, flush=True)
+
+
+def bar(total: int, desc: str) -> "tqdm[Any]":
+    return tqdm(
+        total=total,
+        desc=f"{desc:<22}",
+        unit="order",
+        disable=not sys.stderr.isatty(),
+        dynamic_ncols=True,
+    )
+
+
+async def phase(
+    desc: str, n: int, concurrency: int, one: Callable[[int], Awaitable[Timing]]
+) -> Lanes:
+    say(f"{desc}: {n} order(s), {concurrency} at a time")
+    with bar(n, desc) as progress:
+        lanes = await run_lanes(n, concurrency, one, progress)
+    say(f"{desc}: {len(lanes.timings)} done, {lanes.failed} failed in {lanes.wall:.1f}s")
+    for error in lanes.errors[:3]:
+        say(f"  {error}")
+    return lanes
+
+
+@contextlib.asynccontextmanager
+async def stack_for(args: argparse.Namespace) -> AsyncIterator[Endpoints]:
+    if args.api_url:
+        yield running_stack_endpoints(args.api_url, args.temporal_address)
+        return
+    extra = dict(item.split("=", 1) for item in args.set)
+    kind = "in memory" if args.in_memory else "on a fresh SQLite file"
+    say(f"starting an isolated stack: dev server {kind}, worker, API (logs in {args.out}/logs)")
+    async with OwnStack(args.out / "logs", in_memory=args.in_memory, env=extra) as endpoints:
+        say(f"stack up: API {endpoints.api_url}, Temporal {endpoints.temporal_address}")
+        yield endpoints
+    say("stack stopped")
+
+
+def cpu_ms_per_order(before: dict[str, float], after: dict[str, float], done: int) -> dict:
+    if not done:
+        return {}
+    return {name: round((after[name] - before[name]) * 1000 / done, 1) for name in after}
+
+
+async def measure(args: argparse.Namespace, endpoints: Endpoints) -> dict[str, Any]:
+    client = await connect(endpoints)
+    meter = Meter(endpoints.pids)
+    n, c = args.orders, args.concurrency
+
+    # ---- the ceiling, on a worker of its own in this process
+    task_queue = f"bench-ceiling-{uuid.uuid4().hex[:8]}"
+    async with Worker(client, task_queue=task_queue, workflows=[BareOrder], activities=[step]):
+        ceiling = CeilingDriver(client, task_queue, poll=args.poll, fast_poll=args.delivery_poll)
+        if args.warmup:
+            await phase("ceiling warm-up", args.warmup, c, ceiling.order)
+        cpu_before = meter.cpu_seconds()
+        bare = await phase("ceiling", n, c, ceiling.order)
+        ceiling_cpu = cpu_ms_per_order(cpu_before, meter.cpu_seconds(), len(bare.timings))
+
+    limits = httpx.Limits(max_connections=2 * c + 8, max_keepalive_connections=2 * c + 8)
+    async with httpx.AsyncClient(
+        base_url=endpoints.api_url, headers=api_headers(), timeout=30.0, limits=limits
+    ) as http:
+
+        def driver() -> OrdermillDriver:
+            return OrdermillDriver(
+                http, endpoints.webhook_secret, poll=args.poll, fast_poll=args.delivery_poll
+            )
+
+        # ---- ordermill, the same orders through the API
+        if args.warmup:
+            await phase("ordermill warm-up", args.warmup, c, driver().order)
+        orders = driver()
+        cpu_before = meter.cpu_seconds()
+        real = await phase("ordermill", n, c, orders.order)
+        ordermill_cpu = cpu_ms_per_order(cpu_before, meter.cpu_seconds(), len(real.timings))
+
+        # ---- open orders, left waiting for their delivery
+        waiting_driver = driver()
+        meter.peak_rss.clear()
+        peaks = asyncio.create_task(meter.watch_peaks())
+        try:
+            waiting = await phase("open orders", args.open_orders, c, waiting_driver.place_and_ship)
+            await asyncio.sleep(SETTLE)
+            rss = meter.rss_mb()
+        finally:
+            peaks.cancel()
+        k = min(args.sample, len(waiting.timings))
+        say(f"delivering {k} of the {len(waiting.timings)} open orders, one at a time")
+        with bar(k, "open-order deliveries") as progress:
+            sampled = await sample_deliveries(
+                waiting_driver, waiting.timings, k, args.sample_poll, progress
+            )
+
+    starts = [t.start for t in bare.timings]
+    posts = [t.start for t in real.timings]
+    samples = {
+        "raw_start": starts,
+        "post": posts,
+        "ceiling_delivered": [t.deliver for t in bare.timings if t.deliver is not None],
+        "delivered": [t.deliver for t in real.timings if t.deliver is not None],
+        "open_delivered": [t.deliver for t in sampled.timings if t.deliver is not None],
+    }
+    lat = {key: latency_ms(values) for key, values in samples.items()}
+    pids = endpoints.pids
+    return {
+        "config": {
+            "orders": n,
+            "concurrency": c,
+            "open_orders": args.open_orders,
+            "server": endpoints.server,
+            "warmup": args.warmup,
+            "poll_s": args.poll,
+            "delivery_poll_s": args.delivery_poll,
+            "sample_poll_s": args.sample_poll,
+            "stack_settings": args.set,
+            "command": "python -m bench " + " ".join(sys.argv[1:]),
+            "pids": pids,
+        },
+        "ceiling": {
+            "done": len(bare.timings),
+            "failed": bare.failed,
+            "errors": bare.errors,
+            "wall_s": round(bare.wall, 2),
+            "orders_per_s": round(bare.per_second, 2),
+            "start_ms": lat["raw_start"],
+            "delivered_ms": lat["ceiling_delivered"],
+            "cpu_ms_per_order": ceiling_cpu,
+        },
+        "ordermill": {
+            "done": len(real.timings),
+            "failed": real.failed,
+            "errors": real.errors,
+            "wall_s": round(real.wall, 2),
+            "orders_per_s": round(real.per_second, 2),
+            "post_orders_ms": lat["post"],
+            "delivered_ms": lat["delivered"],
+            "cpu_ms_per_order": ordermill_cpu,
+            "reads_not_yet_answered": orders.unanswered_reads,
+        },
+        "ratios": {
+            "orders_per_s": ratio(real.per_second, bare.per_second),
+            "start_p50": ratio(lat["post"]["p50"], lat["raw_start"]["p50"]),
+            "start_p99": ratio(lat["post"]["p99"], lat["raw_start"]["p99"]),
+            "delivered_p50": ratio(lat["delivered"]["p50"], lat["ceiling_delivered"]["p50"]),
+        },
+        "open_orders": {
+            "count": len(waiting.timings),  # waiting when memory was measured
+            "delivered_sample": len(sampled.timings),
+            "failed": waiting.failed + sampled.failed,
+            "errors": waiting.errors + sampled.errors,
+            "placed_per_s": round(waiting.per_second, 2),
+            "worker_rss_mb": _mb(rss, "worker", pids),
+            "worker_rss_peak_mb": _mb(meter.peak_rss, "worker", pids),
+            "server_rss_mb": _mb(rss, "server", pids),
+            "server_rss_peak_mb": _mb(meter.peak_rss, "server", pids),
+            "api_rss_mb": _mb(rss, "api", pids),
+            "delivery_ms": lat["open_delivered"],
+        },
+        "samples_ms": {
+            key: [round(v * 1000, 2) for v in values] for key, values in samples.items()
+        },
+    }
+
+
+def _mb(sizes: dict[str, float], name: str, pids: dict[str, int]) -> float | None:
+    return round(sizes[name], 1) if name in pids and name in sizes else None
+
+
+async def amain(args: argparse.Namespace) -> int:
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    args.out.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()
+    try:
+        async with stack_for(args) as endpoints:
+            results = await measure(args, endpoints)
+    except StackError as err:
+        say(f"the stack could not be used: {err}")
+        return 2
+    results["machine"] = {
+        "cpus": os.cpu_count(),
+        "load_before": [round(x, 2) for x in load_before],
+        "load_after": [round(x, 2) for x in os.getloadavg()],
+    }
+    results["targets"] = judge_targets(results)
+    write_json(results, args.out / "results.json")
+    plot(
+        {k: [v / 1000 for v in values] for k, values in results["samples_ms"].items()},
+        results,
+        args.out / "latency.png",
+    )
+    print(table(results), flush=True)
+    say(f"wrote {args.out / 'results.json'} and {args.out / 'latency.png'}")
+    failed = sum(results[part]["failed"] for part in ("ceiling", "ordermill", "open_orders"))
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        code = asyncio.run(amain(args))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        say("interrupted; the stack was stopped")
+        code = 130
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Exit without the interpreter's shutdown: the Temporal SDK can abort there after a
+    # client was used (sdk-python #300, "Fatal Python error: PyGILState_Release").
+    os._exit(code)

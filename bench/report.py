@@ -1,0 +1,234 @@
+"""The bench's results: one table on stdout, the same figures as JSON, latencies as a PNG."""
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+# The issue's targets (issue 7): (figure in the JSON, how it compares, the limit, in words).
+# The open-order ones hold at OPEN_ORDERS_TARGET waiting orders; fewer only indicate.
+OPEN_ORDERS_TARGET = 10_000
+TARGETS: list[tuple[str, str, float, str]] = [
+    ("ratios.orders_per_s", ">=", 0.8, "ordermill orders/s >= 0.8 x ceiling"),
+    ("ratios.start_p50", "<=", 1.5, "POST /orders p50 <= 1.5 x start_workflow p50"),
+    ("open_orders.worker_rss_mb", "<=", 300.0, "worker RSS <= 300 MB (at 10,000 open)"),
+    ("open_orders.delivery_ms.p99", "<=", 1000.0, "delivered within 1 s p99 (at 10,000 open)"),
+]
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The q-th percentile (0..100), linearly interpolated; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def latency_ms(seconds: Sequence[float]) -> dict[str, float | int | None]:
+    ms = [s * 1000 for s in seconds]
+    return {
+        "n": len(ms),
+        "p50": _round(percentile(ms, 50)),
+        "p99": _round(percentile(ms, 99)),
+        "max": _round(max(ms)) if ms else None,
+    }
+
+
+def _round(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a is not None and b else None
+
+
+def lookup(results: dict[str, Any], dotted: str) -> Any:
+    value: Any = results
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def judge_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    judged = []
+    open_count = results["open_orders"]["count"]
+    for figure, op, limit, words in TARGETS:
+        value = lookup(results, figure)
+        met = None if value is None else (value >= limit if op == ">=" else value <= limit)
+        at_scale = not figure.startswith("open_orders.") or open_count >= OPEN_ORDERS_TARGET
+        judged.append(
+            {"target": words, "figure": figure, "value": value, "met": met, "at_scale": at_scale}
+        )
+    return judged
+
+
+# ---- the table ---------------------------------------------------------------------------------
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        text = f"{value:.2f}" if abs(value) < 10 else f"{value:.0f}"
+    else:
+        text = str(value)
+    return text + unit
+
+
+def _pair(lat: dict[str, Any] | None) -> str:
+    if not lat or lat.get("p50") is None:
+        return "-"
+    return f"{_fmt(lat['p50'])} / {_fmt(lat['p99'])}"
+
+
+def table(results: dict[str, Any]) -> str:
+    c, o, r = results["ceiling"], results["ordermill"], results["ratios"]
+    op = results["open_orders"]
+    cfg = results["config"]
+    rows: list[tuple[str, str, str, str]] = [
+        ("", "ceiling", "ordermill", "ratio"),
+        ("orders/s", _fmt(c["orders_per_s"]), _fmt(o["orders_per_s"]), _fmt(r["orders_per_s"])),
+        (
+            "start p50 / p99 ms (raw start vs POST)",
+            _pair(c["start_ms"]),
+            _pair(o["post_orders_ms"]),
+            _fmt(r["start_p50"]),
+        ),
+        (
+            "delivered p50 / p99 ms (signal vs webhook)",
+            _pair(c["delivered_ms"]),
+            _pair(o["delivered_ms"]),
+            _fmt(r["delivered_p50"]),
+        ),
+        (
+            "orders done / failed",
+            f"{c['done']} / {c['failed']}",
+            f"{o['done']} / {o['failed']}",
+            "",
+        ),
+    ]
+    # The ceiling's worker runs inside the bench process, so it is counted under "bench".
+    for proc, label in (
+        ("server", "server"),
+        ("worker", "worker"),
+        ("api", "API"),
+        ("bench", "bench (+ ceiling worker)"),
+    ):
+        cc, oc = c["cpu_ms_per_order"].get(proc), o["cpu_ms_per_order"].get(proc)
+        if cc is None and oc is None:
+            continue
+        rows.append((f"  CPU ms/order: {label}", _fmt(cc), _fmt(oc), _fmt(ratio(oc, cc))))
+    rows += [
+        ("", "", "", ""),
+        (f"open orders waiting: {op['count']}", "", "", ""),
+        (
+            "  worker RSS MB (peak)",
+            "",
+            f"{_fmt(op['worker_rss_mb'])} ({_fmt(op['worker_rss_peak_mb'])})",
+            "",
+        ),
+        (
+            "  server RSS MB (peak)",
+            "",
+            f"{_fmt(op['server_rss_mb'])} ({_fmt(op['server_rss_peak_mb'])})",
+            "",
+        ),
+        ("  API RSS MB", "", _fmt(op["api_rss_mb"]), ""),
+        ("  webhook -> delivered p50 / p99 ms", "", _pair(op["delivery_ms"]), ""),
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = [
+        f"ordermill bench: {cfg['orders']} orders at concurrency {cfg['concurrency']}, "
+        f"server {cfg['server']}, {op['count']} open orders",
+        "",
+    ]
+    for row in rows:
+        lines.append(
+            "  ".join(
+                cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i])
+                for i, cell in enumerate(row)
+            ).rstrip()
+        )
+    lines.append("")
+    lines.append("targets (issue 7):")
+    for target in results["targets"]:
+        state = {True: "met", False: "MISSED", None: "not measured"}[target["met"]]
+        scale = "" if target["at_scale"] else f" (only {op['count']:,} open: indicative)"
+        lines.append(f"  {state:<12} {target['target']}: {_fmt(target['value'])}{scale}")
+    machine = results["machine"]
+    lines += [
+        "",
+        f"load average {machine['load_before'][0]:.2f} before, {machine['load_after'][0]:.2f} "
+        f"after, on {machine['cpus']} CPUs: other work on this machine moves absolute numbers;",
+        "ratios within one run hold better. Latencies have the polling interval as resolution.",
+    ]
+    return "\n".join(lines)
+
+
+def write_json(results: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(results, indent=2) + "\n")
+
+
+# ---- the picture -------------------------------------------------------------------------------
+
+
+def plot(samples: dict[str, list[float]], results: dict[str, Any], path: Path) -> None:
+    """Cumulative distributions of each latency, log time axis, p50 and p99 marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    open_count = results["open_orders"]["count"]
+    panels = [
+        (
+            "Starting an order",
+            [("raw start_workflow", "raw_start", "#1f77b4"), ("POST /orders", "post", "#d62728")],
+        ),
+        (
+            "Delivery shown, under load",
+            [
+                ("signal -> query (ceiling)", "ceiling_delivered", "#1f77b4"),
+                ("webhook -> GET (ordermill)", "delivered", "#d62728"),
+            ],
+        ),
+        (
+            f"Delivery shown, {open_count} open orders",
+            [("webhook -> GET (ordermill)", "open_delivered", "#d62728")],
+        ),
+    ]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), sharey=True)
+    for ax, (title, series) in zip(axes, panels, strict=True):
+        for label, key, color in series:
+            ms = sorted(s * 1000 for s in samples.get(key, []))
+            if not ms:
+                continue
+            fraction = [(i + 1) / len(ms) for i in range(len(ms))]
+            p50, p99 = percentile(ms, 50), percentile(ms, 99)
+            ax.step(
+                ms,
+                fraction,
+                where="post",
+                color=color,
+                label=f"{label}\np50 {p50:.0f} ms, p99 {p99:.0f} ms, n={len(ms)}",
+            )
+            for p, style in ((p50, ":"), (p99, "--")):
+                ax.axvline(p, color=color, linestyle=style, linewidth=0.8, alpha=0.7)
+        ax.set_xscale("log")
+        ax.set_title(title)
+        ax.set_xlabel("milliseconds (log scale; dotted p50, dashed p99)")
+        ax.grid(True, which="both", alpha=0.25)
+        ax.legend(loc="lower right", fontsize=8)
+    axes[0].set_ylabel("fraction of requests")
+    cfg = results["config"]
+    fig.suptitle(
+        f"ordermill bench: {cfg['orders']} orders at concurrency {cfg['concurrency']}, "
+        f"server {cfg['server']}; orders/s {results['ordermill']['orders_per_s']:.1f} vs "
+        f"ceiling {results['ceiling']['orders_per_s']:.1f}"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
