@@ -23,8 +23,10 @@ help:
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "ordermill needs Python 3.11 or newer" >&2; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	@$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	@echo "installing ordermill and its tools into $(VENV) (once; log in $(VENV)/install.log)"
+	@{ $(PY) -m pip install --disable-pip-version-check --upgrade pip \
+	  && $(PY) -m pip install --disable-pip-version-check -e ".[dev]"; } > $(VENV)/install.log 2>&1 \
+	  || { tail -30 $(VENV)/install.log; echo "install failed: see $(VENV)/install.log" >&2; exit 1; }
 	@touch $@
 
 install: $(STAMP)
