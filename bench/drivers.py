@@ -31,6 +31,7 @@ from tqdm import tqdm
 from api.signatures import SIGNATURE_HEADER, sign
 from bench.shape import AWAITING, DELIVERED, DELIVERED_SIGNAL, STAGE_QUERY, BareOrder
 from models.orders import FINAL_STATUSES, OrderStatus
+from models.wire import ORDER_STATUS
 
 ORDER_DEADLINE = 300.0  # seconds one order may take before it counts as failed
 MAX_ERRORS_KEPT = 10
@@ -155,7 +156,8 @@ class OrdermillDriver:
         timing.deliver = await self.deliver(timing.order_id, timing.tracking_number)
         return timing
 
-    async def place_and_ship(self, i: int) -> Timing:
+    async def place(self, i: int) -> tuple[str, float]:
+        """POST /orders: the new order's id and the seconds the request took."""
         began = time.perf_counter()
         placed = await self.http.post(
             "/orders", json=ORDER, headers={"Idempotency-Key": f"bench-{self.run_id}-{i}"}
@@ -163,8 +165,11 @@ class OrdermillDriver:
         elapsed = time.perf_counter() - began
         if placed.status_code != 202:
             raise OrderFailed(f"POST /orders answered {placed.status_code}: {placed.text[:300]}")
-        order_id = placed.json()["order_id"]
-        view = await self._until_status(order_id, OrderStatus.SHIPPED, self.poll)
+        return placed.json()["order_id"], elapsed
+
+    async def place_and_ship(self, i: int) -> Timing:
+        order_id, elapsed = await self.place(i)
+        view = await self.until_status(order_id, OrderStatus.SHIPPED, self.poll)
         tracking = view["shipment"]["tracking_number"]
         return Timing(start=elapsed, order_id=order_id, tracking_number=tracking)
 
@@ -191,10 +196,10 @@ class OrdermillDriver:
             raise OrderFailed(
                 f"webhook for {order_id} answered {answer.status_code}: {answer.text}"
             )
-        await self._until_status(order_id, OrderStatus.DELIVERED, poll or self.fast_poll)
+        await self.until_status(order_id, OrderStatus.DELIVERED, poll or self.fast_poll)
         return time.perf_counter() - sent
 
-    async def _until_status(
+    async def until_status(
         self, order_id: str, wanted: OrderStatus, interval: float
     ) -> dict[str, Any]:
         while True:
@@ -213,6 +218,64 @@ class OrdermillDriver:
             await asyncio.sleep(interval)
 
 
+async def place_waiting_orders(
+    driver: OrdermillDriver, client: Client, n: int, window: int, bar: tqdm[Any]
+) -> Lanes:
+    """Place n orders and wait until they all wait for their delivery, without polling each.
+
+    Orders are placed through the API while fewer than `window` are still being processed;
+    how many have shipped is counted by the server's visibility store (one cheap call a
+    second), so the placing itself is all the load there is. The lanes' timings carry only
+    the order ids; `sample_deliveries` reads the tracking numbers of those it delivers.
+    """
+    result = Lanes()
+    query = f'{ORDER_STATUS.name}="{OrderStatus.SHIPPED.value}"'
+    baseline = (await client.count_workflows(query)).count
+    shipped = 0
+    next_index = 0
+
+    async def lane() -> None:
+        nonlocal next_index
+        while next_index < n:
+            if next_index - result.failed - shipped >= window:
+                await asyncio.sleep(0.1)
+                continue
+            i, next_index = next_index, next_index + 1
+            try:
+                placed = await driver.place(i)
+                result.timings.append(Timing(start=placed[1], order_id=placed[0]))
+            except Exception as err:
+                result.failed += 1
+                if len(result.errors) < MAX_ERRORS_KEPT:
+                    result.errors.append(f"{type(err).__name__}: {err}"[:500])
+                bar.update(1)
+
+    started = time.perf_counter()
+    lanes = asyncio.gather(*(lane() for _ in range(max(1, min(driver_lanes(window), n)))))
+    last_progress, deadline_idle = time.monotonic(), ORDER_DEADLINE
+    while True:
+        counted = (await client.count_workflows(query)).count - baseline
+        if counted > shipped:
+            bar.update(counted - shipped)
+            shipped, last_progress = counted, time.monotonic()
+        if lanes.done() and shipped >= len(result.timings):
+            break
+        if time.monotonic() - last_progress > deadline_idle:
+            missing = len(result.timings) - shipped
+            result.failed += missing
+            result.errors.append(f"{missing} placed order(s) did not ship in {deadline_idle:.0f}s")
+            break
+        await asyncio.sleep(1.0)
+    await lanes
+    result.wall = time.perf_counter() - started
+    return result
+
+
+def driver_lanes(window: int) -> int:
+    """Placing lanes: enough to keep the window full, few enough to stay out of the way."""
+    return max(1, min(8, window))
+
+
 async def sample_deliveries(
     driver: OrdermillDriver, waiting: list[Timing], k: int, poll: float, bar: tqdm[Any]
 ) -> Lanes:
@@ -220,11 +283,13 @@ async def sample_deliveries(
     chosen = random.sample(waiting, min(k, len(waiting)))
 
     async def one(i: int) -> Timing:
-        order = chosen[i]
+        order_id = chosen[i].order_id
+        view = await driver.until_status(order_id, OrderStatus.SHIPPED, poll)
+        tracking = view["shipment"]["tracking_number"]
         return Timing(
             start=0.0,
-            deliver=await driver.deliver(order.order_id, order.tracking_number, poll),
-            order_id=order.order_id,
+            deliver=await driver.deliver(order_id, tracking, poll),
+            order_id=order_id,
         )
 
     return await run_lanes(len(chosen), 1, one, bar)

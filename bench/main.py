@@ -5,8 +5,9 @@
    through the Temporal client, on a worker of their own in this process.
 3. ordermill: as many real orders through POST /orders, each delivered by a signed carrier
    webhook as soon as it is `shipped`, at the same concurrency.
-4. Open orders: --open-orders orders left waiting for delivery; the worker's and the server's
-   RSS, then a sample of them delivered one at a time, webhook -> GET shows `delivered`.
+4. Open orders: --open-orders orders placed (at most --concurrency being processed at once)
+   and left waiting for delivery; the worker's and the server's RSS, then a sample of them
+   delivered one at a time, webhook -> GET shows `delivered`.
 5. One table on stdout; results.json and latency.png in --out (bench/results/ by default).
 
 A few orders of each kind warm the stack up first and are not counted. Exit status: 0 when
@@ -36,6 +37,7 @@ from bench.drivers import (
     OrdermillDriver,
     Timing,
     api_headers,
+    place_waiting_orders,
     run_lanes,
     sample_deliveries,
 )
@@ -198,9 +200,18 @@ async def measure(args: argparse.Namespace, endpoints: Endpoints) -> dict[str, A
         # ---- open orders, left waiting for their delivery
         waiting_driver = driver()
         meter.peak_rss.clear()
+        rss_before = meter.rss_mb()
         peaks = asyncio.create_task(meter.watch_peaks())
         try:
-            waiting = await phase("open orders", args.open_orders, c, waiting_driver.place_and_ship)
+            say(f"open orders: placing {args.open_orders}, at most {c} being processed at once")
+            with bar(args.open_orders, "open orders") as progress:
+                waiting = await place_waiting_orders(
+                    waiting_driver, client, args.open_orders, c, progress
+                )
+            say(
+                f"open orders: {len(waiting.timings)} waiting, {waiting.failed} failed "
+                f"in {waiting.wall:.1f}s"
+            )
             await asyncio.sleep(SETTLE)
             rss = meter.rss_mb()
         finally:
@@ -270,8 +281,10 @@ async def measure(args: argparse.Namespace, endpoints: Endpoints) -> dict[str, A
             "failed": waiting.failed + sampled.failed,
             "errors": waiting.errors + sampled.errors,
             "placed_per_s": round(waiting.per_second, 2),
+            "worker_rss_before_mb": _mb(rss_before, "worker", pids),
             "worker_rss_mb": _mb(rss, "worker", pids),
             "worker_rss_peak_mb": _mb(meter.peak_rss, "worker", pids),
+            "server_rss_before_mb": _mb(rss_before, "server", pids),
             "server_rss_mb": _mb(rss, "server", pids),
             "server_rss_peak_mb": _mb(meter.peak_rss, "server", pids),
             "api_rss_mb": _mb(rss, "api", pids),
