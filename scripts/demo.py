@@ -2,8 +2,9 @@
 
 Places a handful of orders through the HTTP API (a paperback, an express order, an e-book, a
 declined card, a cancellation, a card gateway that fails twice before it approves, a parcel that
-comes back), then plays the carrier: once an order is `shipped` it posts signed tracking webhooks
-a few seconds apart, as EasyPost would. One status line per order shows where each one is; the
+comes back, a book returned for a refund), then plays the carrier: once an order is `shipped`
+it posts signed tracking webhooks a few seconds apart, as EasyPost would, and likewise for the
+return parcel. One status line per order shows where each one is; the
 same orders are in the Temporal UI (search `OrderStatus="shipped"` and the like).
 
 Only HTTP: API_URL (default: this machine's API_HOST/API_PORT), a client API key from
@@ -61,6 +62,7 @@ class Scenario:
     delivery: str = "standard"
     carrier: list[CarrierStatus] = field(default_factory=list)  # played once `shipped`
     cancel: bool = False
+    returns: list[tuple[str, int]] = field(default_factory=list)  # sent back once delivered
     expect: OrderStatus = OrderStatus.DELIVERED
 
     def body(self) -> dict[str, Any]:
@@ -102,6 +104,14 @@ SCENARIOS = [
         [("BOOK-DUNE", 1)],
         token="tok_gatewayFlaky",
         carrier=TO_THE_DOOR,
+    ),
+    Scenario(
+        "one of two sent back",
+        GRACE,
+        [("BOOK-DUNE", 1), ("BOOK-NEUROMANCER", 1)],
+        carrier=TO_THE_DOOR,
+        returns=[("BOOK-NEUROMANCER", 1)],
+        expect=OrderStatus.PARTIALLY_RETURNED,
     ),
     Scenario(
         "returned to sender",
@@ -187,6 +197,8 @@ class Demo:
 
         deadline = time.monotonic() + within
         events = list(scenario.carrier)
+        return_events = list(TO_THE_DOOR)  # the return parcel's way back to the warehouse
+        return_tracking: str | None = None
         next_event_at = 0.0
         while True:
             view = (await self.http.get(f"/orders/{order_id}")).json()
@@ -198,7 +210,28 @@ class Demo:
                 show(f"{order_id}  {describe(view)}  (expected {scenario.expect.value})")
                 return False
             if status is OrderStatus.SHIPPED and events and time.monotonic() >= next_event_at:
-                refused = await self.carrier_reports(view, events.pop(0))
+                tracking = view["shipment"]["tracking_number"]
+                refused = await self.carrier_reports(tracking, events.pop(0))
+                if refused:
+                    show(f"{order_id}  {refused}")
+                    return False
+                next_event_at = time.monotonic() + self.step
+            if status is OrderStatus.DELIVERED and scenario.returns and return_tracking is None:
+                asked = await self.http.post(
+                    f"/orders/{order_id}/returns",
+                    json={
+                        "lines": [{"sku": sku, "quantity": n} for sku, n in scenario.returns],
+                        "reason": "damaged",
+                        "resolution": "refund",
+                    },
+                )
+                if asked.status_code != 201:
+                    show(f"{order_id}  return refused: {problem(asked)}")
+                    return False
+                return_tracking = asked.json()["tracking_number"]
+                next_event_at = time.monotonic() + self.step
+            if return_tracking and return_events and time.monotonic() >= next_event_at:
+                refused = await self.carrier_reports(return_tracking, return_events.pop(0))
                 if refused:
                     show(f"{order_id}  {refused}")
                     return False
@@ -211,9 +244,8 @@ class Demo:
                 return False
             await asyncio.sleep(0.5)
 
-    async def carrier_reports(self, view: dict[str, Any], status: CarrierStatus) -> str | None:
+    async def carrier_reports(self, tracking: str, status: CarrierStatus) -> str | None:
         """Post one tracking event, signed as the carrier signs; why it was refused, if it was."""
-        tracking = view["shipment"]["tracking_number"]
         event = {
             "event_id": f"evt_{tracking}_{status.value}",
             "tracking_number": tracking,
@@ -244,6 +276,8 @@ def describe(view: dict[str, Any]) -> str:
         parts.append(
             f"carrier: {shipment.get('status') or 'booked'}  {shipment['tracking_number']}"
         )
+    for ret in view.get("returns") or []:
+        parts.append(f"return {ret['return_id']}: {ret['status']}")
     return "  ".join(parts)
 
 
