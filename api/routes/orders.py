@@ -235,6 +235,10 @@ async def place_order(
         return await load_order(client, engine, order_id)
     except RPCError as err:
         raise temporal_unavailable(err) from None
+    if not replayed:
+        # A new order id, so this request started the workflow: the order is `received`.
+        # Querying it would wait for its worker's first task, most of the request's time.
+        return _received_view(order)
     try:
         return await load_order(client, engine, order_id)
     except ApiProblem:  # started, but neither its worker nor the read model has it yet
