@@ -873,7 +873,9 @@ class OrderWorkflow:
             RecordOrderInput(order=self._view, version=self._version),
             start_to_close_timeout=timedelta(seconds=10),
             retry_policy=DATABASE_RETRY,
-            summary=f"Record {self._view.status.value}",
+            summary=f"Record {self._view.status.value}: {self._view.timeline[-1].event}"
+            if self._view.timeline
+            else f"Record {self._view.status.value}",
         )
 
     async def _email(self, kind: EmailKind, *, reference: str | None = None) -> None:

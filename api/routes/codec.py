@@ -11,8 +11,10 @@ Only operators may use it, by either of:
   (`temporal workflow show --codec-endpoint http://localhost:8000/codec --codec-auth
   "Bearer <key>"`), scripts, or a proxy in front of the UI that adds the header;
 - a codec session cookie, for the Temporal UI in a browser: sign in once at `GET /codec/session`
-  with an operator key, then turn on "Include cross-origin credentials" in the UI's codec
-  settings. The cookie is HttpOnly, SameSite=Strict, limited to /codec and lasts 8 hours. (The
+  with an operator key, then in the UI's codec settings choose the browser-level setting, give
+  it this endpoint and turn on "Include cross-origin credentials" (the UI sends no cookie to
+  the cluster-level endpoint). The cookie is HttpOnly, SameSite=Strict, limited to /codec and
+  lasts 8 hours. (The
   UI's "Pass access token" sends the UI's own OIDC login token, and only to https endpoints:
   it can carry an operator key only where the UI's login issues such tokens.)
 """
@@ -200,6 +202,19 @@ async def session_form() -> HTMLResponse:
     return _page("ordermill codec", _sign_in_form())
 
 
+def _ui_steps(endpoint: str) -> str:
+    """The Temporal UI sends cookies only to a browser-level codec endpoint, so say exactly how."""
+    return (
+        "<p>Now, in the Temporal UI (open it at the same host name as this page, e.g. "
+        "<code>localhost</code>):</p><ol>"
+        "<li>click the codec server icon (the glasses, top right);</li>"
+        "<li>choose <em>Use my browser setting and ignore Cluster-level setting</em>;</li>"
+        f"<li>set the codec server browser endpoint to <code>{html.escape(endpoint)}</code>;</li>"
+        "<li>turn on <em>Include cross-origin credentials</em> and apply;</li>"
+        "<li>reload the order's page: its payloads show decrypted.</li></ol>"
+    )
+
+
 @router.post("/session", include_in_schema=False)
 async def start_session(request: Request) -> HTMLResponse:
     """Sets the codec session cookie for an operator key sent by the form (or as a bearer)."""
@@ -215,8 +230,7 @@ async def start_session(request: Request) -> HTMLResponse:
         "ordermill codec",
         f"<p>Signed in as {html.escape(principal.name)} for "
         f"{int(CODEC_SESSION_TTL.total_seconds() // 3600)} hours.</p>"
-        "<p>In the Temporal UI, open the codec server settings and turn on "
-        "<em>Include cross-origin credentials</em>; payloads then show decrypted.</p>",
+        + _ui_steps(str(request.base_url).rstrip("/") + PREFIX),
     )
     response.set_cookie(
         CODEC_SESSION_COOKIE,
