@@ -12,6 +12,8 @@ worker (and the API) as much as the orders do, so the intervals are a compromise
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
 import os
 import random
@@ -19,7 +21,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -34,6 +36,7 @@ from models.orders import FINAL_STATUSES, OrderStatus
 from models.wire import ORDER_STATUS
 
 ORDER_DEADLINE = 300.0  # seconds one order may take before it counts as failed
+PLACING_LANES = 8  # enough to keep the open orders' window full, few enough to stay light
 MAX_ERRORS_KEPT = 10
 
 ORDER = {
@@ -138,6 +141,35 @@ class CeilingDriver:
             await asyncio.sleep(interval)
 
 
+class StartProbe:
+    """Raw `start_workflow` latency at the same moments as the ordermill orders, one a second.
+
+    The probes go to a task queue no worker polls, so they cost the server a start and nothing
+    more, and time out by themselves a minute later.
+    """
+
+    def __init__(self, client: Client, every: float = 1.0) -> None:
+        self.client = client
+        self.every = every
+        self.run_id = uuid.uuid4().hex[:8]
+        self.latencies: list[float] = []
+
+    async def run(self) -> None:
+        """Probe until cancelled."""
+        for i in itertools.count():
+            began = time.perf_counter()
+            with contextlib.suppress(RPCError):
+                await self.client.start_workflow(
+                    BareOrder.run,
+                    f"probe-{i}",
+                    id=f"bench-probe-{self.run_id}-{i}",
+                    task_queue=f"bench-probe-{self.run_id}",
+                    execution_timeout=timedelta(minutes=1),
+                )
+                self.latencies.append(time.perf_counter() - began)
+            await asyncio.sleep(self.every)
+
+
 # ---- ordermill -----------------------------------------------------------------------------
 
 
@@ -225,8 +257,8 @@ async def place_waiting_orders(
 
     Orders are placed through the API while fewer than `window` are still being processed;
     how many have shipped is counted by the server's visibility store (one cheap call a
-    second), so the placing itself is all the load there is. The lanes' timings carry only
-    the order ids; `sample_deliveries` reads the tracking numbers of those it delivers.
+    second), so the orders themselves are all the load there is. The timings carry only the
+    order ids; `sample_deliveries` reads the tracking numbers of those it delivers.
     """
     result = Lanes()
     query = f'{ORDER_STATUS.name}="{OrderStatus.SHIPPED.value}"'
@@ -242,8 +274,8 @@ async def place_waiting_orders(
                 continue
             i, next_index = next_index, next_index + 1
             try:
-                placed = await driver.place(i)
-                result.timings.append(Timing(start=placed[1], order_id=placed[0]))
+                order_id, elapsed = await driver.place(i)
+                result.timings.append(Timing(start=elapsed, order_id=order_id))
             except Exception as err:
                 result.failed += 1
                 if len(result.errors) < MAX_ERRORS_KEPT:
@@ -251,29 +283,26 @@ async def place_waiting_orders(
                 bar.update(1)
 
     started = time.perf_counter()
-    lanes = asyncio.gather(*(lane() for _ in range(max(1, min(driver_lanes(window), n)))))
-    last_progress, deadline_idle = time.monotonic(), ORDER_DEADLINE
+    placing = asyncio.gather(*(lane() for _ in range(min(PLACING_LANES, window, n))))
+    last_progress = time.monotonic()
     while True:
         counted = (await client.count_workflows(query)).count - baseline
         if counted > shipped:
             bar.update(counted - shipped)
             shipped, last_progress = counted, time.monotonic()
-        if lanes.done() and shipped >= len(result.timings):
+        if placing.done() and shipped >= len(result.timings):
             break
-        if time.monotonic() - last_progress > deadline_idle:
+        if time.monotonic() - last_progress > ORDER_DEADLINE:
             missing = len(result.timings) - shipped
             result.failed += missing
-            result.errors.append(f"{missing} placed order(s) did not ship in {deadline_idle:.0f}s")
+            result.errors.append(f"{missing} placed order(s) did not ship in {ORDER_DEADLINE}s")
+            placing.cancel()
             break
         await asyncio.sleep(1.0)
-    await lanes
+    with contextlib.suppress(asyncio.CancelledError):
+        await placing
     result.wall = time.perf_counter() - started
     return result
-
-
-def driver_lanes(window: int) -> int:
-    """Placing lanes: enough to keep the window full, few enough to stay out of the way."""
-    return max(1, min(8, window))
 
 
 async def sample_deliveries(

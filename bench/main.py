@@ -4,7 +4,8 @@
 2. Ceiling: --orders bare workflows of an order's shape (bench/shape.py) at --concurrency,
    through the Temporal client, on a worker of their own in this process.
 3. ordermill: as many real orders through POST /orders, each delivered by a signed carrier
-   webhook as soon as it is `shipped`, at the same concurrency.
+   webhook as soon as it is `shipped`, at the same concurrency. Meanwhile a raw start_workflow
+   a second (StartProbe) shows what a start costs under that load, without the API.
 4. Open orders: --open-orders orders placed (at most --concurrency being processed at once)
    and left waiting for delivery; the worker's and the server's RSS, then a sample of them
    delivered one at a time, webhook -> GET shows `delivered`.
@@ -35,6 +36,7 @@ from bench.drivers import (
     Lanes,
     Meter,
     OrdermillDriver,
+    StartProbe,
     Timing,
     api_headers,
     place_waiting_orders,
@@ -193,8 +195,13 @@ async def measure(args: argparse.Namespace, endpoints: Endpoints) -> dict[str, A
         if args.warmup:
             await phase("ordermill warm-up", args.warmup, c, driver().order)
         orders = driver()
+        probe = StartProbe(client)
+        probing = asyncio.create_task(probe.run())
         cpu_before = meter.cpu_seconds()
-        real = await phase("ordermill", n, c, orders.order)
+        try:
+            real = await phase("ordermill", n, c, orders.order)
+        finally:
+            probing.cancel()
         ordermill_cpu = cpu_ms_per_order(cpu_before, meter.cpu_seconds(), len(real.timings))
 
         # ---- open orders, left waiting for their delivery
@@ -228,6 +235,7 @@ async def measure(args: argparse.Namespace, endpoints: Endpoints) -> dict[str, A
     samples = {
         "raw_start": starts,
         "post": posts,
+        "probe_start": probe.latencies,
         "ceiling_delivered": [t.deliver for t in bare.timings if t.deliver is not None],
         "delivered": [t.deliver for t in real.timings if t.deliver is not None],
         "open_delivered": [t.deliver for t in sampled.timings if t.deliver is not None],
@@ -265,6 +273,7 @@ async def measure(args: argparse.Namespace, endpoints: Endpoints) -> dict[str, A
             "wall_s": round(real.wall, 2),
             "orders_per_s": round(real.per_second, 2),
             "post_orders_ms": lat["post"],
+            "raw_start_same_time_ms": lat["probe_start"],
             "delivered_ms": lat["delivered"],
             "cpu_ms_per_order": ordermill_cpu,
             "reads_not_yet_answered": orders.unanswered_reads,
@@ -273,6 +282,7 @@ async def measure(args: argparse.Namespace, endpoints: Endpoints) -> dict[str, A
             "orders_per_s": ratio(real.per_second, bare.per_second),
             "start_p50": ratio(lat["post"]["p50"], lat["raw_start"]["p50"]),
             "start_p99": ratio(lat["post"]["p99"], lat["raw_start"]["p99"]),
+            "start_p50_same_time": ratio(lat["post"]["p50"], lat["probe_start"]["p50"]),
             "delivered_p50": ratio(lat["delivered"]["p50"], lat["ceiling_delivered"]["p50"]),
         },
         "open_orders": {
