@@ -141,6 +141,11 @@ class Settings(BaseSettings):
     fulfillment_delay: Duration = timedelta(seconds=5)
 
     activity_threads: int = 32
+    workflow_cache_size: int = Field(
+        default=500,
+        description="Orders the worker keeps in memory between their steps (about 0.3 MB "
+        "each); the others are replayed from their history when they next move",
+    )
 
     @property
     def is_production(self) -> bool:

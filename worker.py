@@ -96,6 +96,7 @@ def build_worker(
         activity_executor=executor,
         max_concurrent_activities=settings.activity_threads,
         max_concurrent_local_activities=settings.activity_threads,
+        max_cached_workflows=settings.workflow_cache_size,
         graceful_shutdown_timeout=timedelta(seconds=10),
     )
 
