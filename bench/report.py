@@ -218,7 +218,7 @@ def plot(samples: dict[str, list[float]], results: dict[str, Any], path: Path) -
         ),
     ]
     # One time axis for all three, so a glance across the panels compares them.
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.8), sharex=True, sharey=True)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 6.0), sharex=True, sharey=True)
     for ax, (title, series, target_ms) in zip(axes, panels, strict=True):
         for label, key, color in series:
             ms = sorted(s * 1000 for s in samples.get(key, []))
@@ -246,7 +246,8 @@ def plot(samples: dict[str, list[float]], results: dict[str, Any], path: Path) -
         ax.set_title(title)
         ax.set_xlabel("milliseconds (log scale; dotted p50, dashed p99)")
         ax.grid(True, which="major", alpha=0.3)
-        ax.legend(loc="upper left", fontsize=8)
+        # Below the panel: the curves fill the axes, a legend inside hides some of them.
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=8, frameon=False)
     axes[0].set_ylabel("fraction of requests")
     cfg = results["config"]
     fig.suptitle(
