@@ -17,9 +17,12 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import Engine
+from sqlmodel import Session
 
 from api.main import create_app
 from api.signatures import SIGNATURE_HEADER, sign
+from models.tables import Shipment
 from settings import DEV_API_KEYS
 from tests.conftest import E2EStack, eventually, new_id
 
@@ -153,3 +156,20 @@ def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
     assert {"type", "title", "detail"} <= problem.keys()
     assert "Traceback" not in response.text
     return problem
+
+
+def orphan_shipment(engine: Engine, prefix: str = "OMTEST") -> str:
+    """A shipment whose order has no workflow: valid events for it are answered `order_closed`."""
+    tracking = new_id(prefix).upper()
+    with Session(engine) as session:
+        session.add(
+            Shipment(
+                tracking_number=tracking,
+                idempotency_key=new_id("ship"),
+                order_id=new_id("ord_gone"),
+                carrier="ordermill-express",
+                service="standard",
+            )
+        )
+        session.commit()
+    return tracking

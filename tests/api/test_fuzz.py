@@ -12,10 +12,9 @@ from urllib.parse import quote
 import httpx
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from sqlmodel import Session
 
 from api.signatures import SIGNATURE_HEADER, sign
-from models.tables import Shipment
+from tests.api.conftest import orphan_shipment
 from tests.conftest import E2EStack, new_id
 
 FUZZ = settings(
@@ -140,22 +139,6 @@ async def test_reading_orders_never_answers_5xx(
     assert_no_server_error(cancelled, {404, 405, 409, 422})
 
 
-def orphan_shipment(e2e_stack: E2EStack) -> str:
-    tracking = new_id("OMFUZZ").upper()
-    with Session(e2e_stack.engine) as session:
-        session.add(
-            Shipment(
-                tracking_number=tracking,
-                idempotency_key=new_id("ship"),
-                order_id=new_id("ord_gone"),
-                carrier="ordermill-express",
-                service="standard",
-            )
-        )
-        session.commit()
-    return tracking
-
-
 RUN = new_id("fuzz")
 ORPHAN = "@orphan"  # replaced by a real tracking number whose order has no workflow
 
@@ -187,7 +170,7 @@ async def test_carrier_webhook_never_answers_5xx(
     random_header: str,
 ) -> None:
     if isinstance(event, dict) and event.get("tracking_number") == ORPHAN:
-        event["tracking_number"] = orphan_shipment(e2e_stack)
+        event["tracking_number"] = orphan_shipment(e2e_stack.engine, "OMFUZZ")
     body = raw if raw is not None else body_bytes(event)
     headers = {b"Content-Type": b"application/json"}
     name = SIGNATURE_HEADER.encode()

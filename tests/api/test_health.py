@@ -14,7 +14,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
-from models.tables import IdempotencyKey, Shipment
+from models.tables import IdempotencyKey
 from settings import Settings
 from tests.api.conftest import (
     OPERATOR_KEY,
@@ -23,10 +23,11 @@ from tests.api.conftest import (
     carrier_event,
     follow,
     order_body,
+    orphan_shipment,
     place,
     post_event,
 )
-from tests.conftest import E2EStack, new_id, venv_binary
+from tests.conftest import E2EStack, venv_binary
 
 
 async def test_healthz(api: httpx.AsyncClient) -> None:
@@ -130,18 +131,7 @@ async def test_temporal_down_is_503_and_a_retry_later_goes_through(
 
     assert_problem(await temporal_down_api.post("/orders/ord_anything/cancel"), 503)
 
-    tracking = new_id("OMDOWN").upper()
-    with Session(e2e_stack.engine) as session:
-        session.add(
-            Shipment(
-                tracking_number=tracking,
-                idempotency_key=new_id("ship"),
-                order_id=new_id("ord_gone"),
-                carrier="ordermill-express",
-                service="standard",
-            )
-        )
-        session.commit()
+    tracking = orphan_shipment(e2e_stack.engine, "OMDOWN")
     event = carrier_event(tracking, "in_transit")
     assert_problem(await post_event(temporal_down_api, event, webhook_secret), 503)
     # Not a duplicate on the carrier's retry: the first delivery never reached the order.

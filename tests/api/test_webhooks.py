@@ -7,31 +7,17 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlmodel import Session
 
 from api.main import create_app
 from api.signatures import sign
-from models.tables import Shipment
-from tests.api.conftest import assert_problem, carrier_event, post_event
-from tests.conftest import E2EStack, new_id
+from tests.api.conftest import assert_problem, carrier_event, orphan_shipment, post_event
+from tests.conftest import E2EStack
 
 
 @pytest.fixture
 def orphan_tracking(e2e_stack: E2EStack) -> str:
     """A shipment whose order has no workflow: valid events for it are answered `order_closed`."""
-    tracking = new_id("OMTEST").upper()
-    with Session(e2e_stack.engine) as session:
-        session.add(
-            Shipment(
-                tracking_number=tracking,
-                idempotency_key=new_id("ship"),
-                order_id=new_id("ord_gone"),
-                carrier="ordermill-express",
-                service="standard",
-            )
-        )
-        session.commit()
-    return tracking
+    return orphan_shipment(e2e_stack.engine)
 
 
 async def test_a_valid_event_is_accepted(
