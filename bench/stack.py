@@ -266,7 +266,11 @@ class OwnStack:
 
 def running_stack_endpoints(api_url: str, temporal_address: str) -> Endpoints:
     """A stack someone else runs: nothing to start or stop, and no process to measure."""
-    secret = os.environ.get("CARRIER_WEBHOOK_SECRET") or DEV_WEBHOOK_SECRET
+    secret = (
+        os.environ.get("CARRIER_WEBHOOK_SECRETS")
+        or os.environ.get("CARRIER_WEBHOOK_SECRET")
+        or DEV_WEBHOOK_SECRET
+    )
     return Endpoints(
         api_url=api_url.rstrip("/"),
         temporal_address=temporal_address,
