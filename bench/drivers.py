@@ -111,6 +111,7 @@ class CeilingDriver:
         self.task_queue = task_queue
         self.poll, self.fast_poll = poll, fast_poll
         self.run_id = uuid.uuid4().hex[:8]
+        self.polls = 0  # each one a workflow query
 
     async def order(self, i: int) -> Timing:
         began = time.perf_counter()
@@ -133,6 +134,7 @@ class CeilingDriver:
         self, handle: WorkflowHandle[Any, Any], stage: str, interval: float
     ) -> None:
         while True:
+            self.polls += 1
             try:
                 if await handle.query(STAGE_QUERY, result_type=str) == stage:
                     return
@@ -182,6 +184,7 @@ class OrdermillDriver:
         self.poll, self.fast_poll = poll, fast_poll
         self.run_id = uuid.uuid4().hex[:8]
         self.unanswered_reads = 0  # GETs answered with 404/503 while the order was starting
+        self.polls = 0  # GET /orders/{id}, each one a workflow query behind the API
 
     async def order(self, i: int) -> Timing:
         timing = await self.place_and_ship(i)
@@ -235,6 +238,7 @@ class OrdermillDriver:
         self, order_id: str, wanted: OrderStatus, interval: float
     ) -> dict[str, Any]:
         while True:
+            self.polls += 1
             got = await self.http.get(f"/orders/{order_id}")
             if got.status_code == 200:
                 view: dict[str, Any] = got.json()

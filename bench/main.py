@@ -177,6 +177,7 @@ async def measure(args: argparse.Namespace, endpoints: Endpoints) -> dict[str, A
         ceiling = CeilingDriver(client, task_queue, poll=args.poll, fast_poll=args.delivery_poll)
         if args.warmup:
             await phase("ceiling warm-up", args.warmup, c, ceiling.order)
+        ceiling.polls = 0
         cpu_before = meter.cpu_seconds()
         bare = await phase("ceiling", n, c, ceiling.order)
         ceiling_cpu = cpu_ms_per_order(cpu_before, meter.cpu_seconds(), len(bare.timings))
@@ -264,6 +265,7 @@ async def measure(args: argparse.Namespace, endpoints: Endpoints) -> dict[str, A
             "orders_per_s": round(bare.per_second, 2),
             "start_ms": lat["raw_start"],
             "delivered_ms": lat["ceiling_delivered"],
+            "polls_per_order": _per(ceiling.polls, n),
             "cpu_ms_per_order": ceiling_cpu,
         },
         "ordermill": {
@@ -277,6 +279,7 @@ async def measure(args: argparse.Namespace, endpoints: Endpoints) -> dict[str, A
             "delivered_ms": lat["delivered"],
             "cpu_ms_per_order": ordermill_cpu,
             "reads_not_yet_answered": orders.unanswered_reads,
+            "polls_per_order": _per(orders.polls, n),
         },
         "ratios": {
             "orders_per_s": ratio(real.per_second, bare.per_second),
@@ -304,6 +307,10 @@ async def measure(args: argparse.Namespace, endpoints: Endpoints) -> dict[str, A
             key: [round(v * 1000, 2) for v in values] for key, values in samples.items()
         },
     }
+
+
+def _per(count: int, orders: int) -> float | None:
+    return round(count / orders, 1) if orders else None
 
 
 def _mb(sizes: dict[str, float], name: str, pids: dict[str, int]) -> float | None:

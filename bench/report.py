@@ -115,6 +115,12 @@ def table(results: dict[str, Any]) -> str:
             f"{o['done']} / {o['failed']}",
             "",
         ),
+        (
+            "polls per order (each a workflow query)",
+            _fmt(c["polls_per_order"]),
+            _fmt(o["polls_per_order"]),
+            _fmt(ratio(o["polls_per_order"], c["polls_per_order"])),
+        ),
     ]
     # The ceiling's worker runs inside the bench process, so it is counted under "bench".
     for proc, label in (

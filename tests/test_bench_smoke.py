@@ -24,6 +24,7 @@ FIGURES = [
     "ordermill.post_orders_ms.p99",
     "ordermill.delivered_ms.p50",
     "ordermill.delivered_ms.p99",
+    "ordermill.polls_per_order",
     "ratios.orders_per_s",
     "ratios.start_p50",
     "open_orders.worker_rss_mb",
