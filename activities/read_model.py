@@ -9,7 +9,14 @@ from sqlmodel import Session, select
 from temporalio import activity
 
 from models.activities import RecordOrderInput
-from models.tables import OrderEvent, OrderRecord, Shipment, ShipmentEvent, utcnow
+from models.tables import (
+    OrderEvent,
+    OrderRecord,
+    Shipment,
+    ShipmentEvent,
+    shipment_event_row,
+    utcnow,
+)
 
 
 class ReadModelActivities:
@@ -77,13 +84,5 @@ class ReadModelActivities:
                 )
                 for event in order.shipment.events:
                     if event.event_id not in known:
-                        session.add(
-                            ShipmentEvent(
-                                tracking_number=event.tracking_number,
-                                event_id=event.event_id,
-                                status=event.status.value,
-                                occurred_at=event.occurred_at,
-                                description=event.description,
-                            )
-                        )
+                        session.add(shipment_event_row(event))
             session.commit()

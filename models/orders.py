@@ -356,6 +356,21 @@ class OrderView(BaseModel):
     feedback: FeedbackView | None = None
 
 
+def received_view(order: PlaceOrderInput) -> OrderView:
+    """An order as it stands the moment it is placed, before any stage has run."""
+    return OrderView(
+        order_id=order.order_id,
+        customer_id=order.customer_id,
+        placed_by=order.placed_by,
+        status=OrderStatus.RECEIVED,
+        items=order.items,
+        delivery=order.delivery,
+        shipping_address=order.shipping_address,
+        placed_at=order.placed_at,
+        updated_at=order.placed_at,
+    )
+
+
 class CancelRequest(BaseModel):
     reason: str = Field(default="customer_request", max_length=200)
 

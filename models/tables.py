@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from sqlalchemy import Column, DateTime, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from models.orders import CarrierEvent
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -85,6 +87,17 @@ class ShipmentEvent(SQLModel, table=True):
     status: str
     occurred_at: datetime = Field(sa_type=DateTime(timezone=True))
     description: str | None = None
+
+
+def shipment_event_row(event: CarrierEvent) -> ShipmentEvent:
+    """The row a carrier's tracking event is kept as, whoever records it."""
+    return ShipmentEvent(
+        tracking_number=event.tracking_number,
+        event_id=event.event_id,
+        status=event.status.value,
+        occurred_at=event.occurred_at,
+        description=event.description,
+    )
 
 
 class SentEmail(SQLModel, table=True):

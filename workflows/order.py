@@ -87,6 +87,7 @@ with workflow.unsafe.imports_passed_through():
         TimelineEntry,
         money,
         order_totals,
+        received_view,
     )
     from models.wire import (
         CUSTOMER_ID,
@@ -131,17 +132,7 @@ class OrderWorkflow:
     @workflow.init
     def __init__(self, order: PlaceOrderInput) -> None:
         self._input = order
-        self._view = OrderView(
-            order_id=order.order_id,
-            customer_id=order.customer_id,
-            placed_by=order.placed_by,
-            status=OrderStatus.RECEIVED,
-            items=order.items,
-            delivery=order.delivery,
-            shipping_address=order.shipping_address,
-            placed_at=order.placed_at,
-            updated_at=order.placed_at,
-        )
+        self._view = received_view(order)
         self._version = 0
         self._customer: VerifiedCustomer | None = None
         self._stock_held = False

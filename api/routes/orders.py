@@ -46,6 +46,7 @@ from models.orders import (
     OrderTimeouts,
     OrderView,
     PlaceOrderInput,
+    received_view,
 )
 from models.tables import Customer, OrderRecord, Product
 from models.wire import QUERY_STATUS, UPDATE_CANCEL, order_workflow_id
@@ -123,21 +124,6 @@ async def load_order(client: Client, engine: Engine, order_id: str) -> OrderView
     if failure is not None:
         raise temporal_unavailable(failure)
     raise not_found("order", f"there is no order {order_id}")
-
-
-def _received_view(order: PlaceOrderInput) -> OrderView:
-    """What a just-started order looks like, for when its worker has not picked it up yet."""
-    return OrderView(
-        order_id=order.order_id,
-        customer_id=order.customer_id,
-        status=OrderStatus.RECEIVED,
-        items=order.items,
-        delivery=order.delivery,
-        shipping_address=order.shipping_address,
-        placed_at=order.placed_at,
-        updated_at=order.placed_at,
-        placed_by=order.placed_by,
-    )
 
 
 # ---- placing an order ------------------------------------------------------------------------
@@ -238,11 +224,11 @@ async def place_order(
     if not replayed:
         # A new order id, so this request started the workflow: the order is `received`.
         # Querying it would wait for its worker's first task, most of the request's time.
-        return _received_view(order)
+        return received_view(order)
     try:
         return await load_order(client, engine, order_id)
     except ApiProblem:  # started, but neither its worker nor the read model has it yet
-        return _received_view(order)
+        return received_view(order)
 
 
 # ---- reading and listing ---------------------------------------------------------------------

@@ -25,7 +25,7 @@ from api.problems import ApiProblem, field_errors, invalid, not_found, problem_r
 from api.routes.orders import temporal_unavailable
 from models.http import CARRIER_EVENT_EXAMPLES, WebhookAck
 from models.orders import CarrierEvent
-from models.tables import CarrierWebhookReceipt, Shipment, ShipmentEvent
+from models.tables import CarrierWebhookReceipt, Shipment, ShipmentEvent, shipment_event_row
 from models.wire import SIGNAL_CARRIER_EVENT, order_workflow_id
 
 log = logging.getLogger("ordermill.api.webhooks")
@@ -95,15 +95,7 @@ def _settle(engine: Engine, event: CarrierEvent, outcome: Outcome) -> None:
                 )
             ).first()
             if seen is None:
-                session.add(
-                    ShipmentEvent(
-                        tracking_number=event.tracking_number,
-                        event_id=event.event_id,
-                        status=event.status.value,
-                        occurred_at=event.occurred_at,
-                        description=event.description,
-                    )
-                )
+                session.add(shipment_event_row(event))
         session.commit()
 
 
