@@ -9,25 +9,17 @@ A retried POST would be a second return or a second refund, so an `Idempotency-K
 becomes the Update's id: Temporal answers a repeated id with the first request's outcome.
 """
 
-import asyncio
-from dataclasses import dataclass
-from datetime import timedelta
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 from fastapi import APIRouter, Body, Header
-from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
-from sqlalchemy import Engine
-from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateStage
-from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError, RPCStatusCode
 
 from api import idempotency
 from api.auth import OperatorOnly
 from api.deps import EngineDep, TemporalClientDep
-from api.problems import ApiProblem, problem_responses
-from api.routes.orders import OrderId, load_order, temporal_unavailable
+from api.order_calls import ACCEPTED_IN_PROGRESS, Refusal, run_update
+from api.problems import problem_responses
+from api.routes.orders import OrderId
 from models.http import FEEDBACK_EXAMPLES, INQUIRY_EXAMPLES, REFUND_EXAMPLES, RETURN_EXAMPLES
 from models.orders import (
     FeedbackRequest,
@@ -35,7 +27,6 @@ from models.orders import (
     GoodwillRefundRequest,
     InquiryRequest,
     InquiryView,
-    OrderView,
     RefundView,
     ReturnRequest,
     ReturnView,
@@ -45,16 +36,9 @@ from models.wire import (
     UPDATE_FEEDBACK,
     UPDATE_REFUND,
     UPDATE_REQUEST_RETURN,
-    order_workflow_id,
 )
 
 router = APIRouter(prefix="/orders", tags=["customer service"])
-
-# Accepting takes one workflow task; completing may wait on the carrier, the card processor or
-# the mail server, which retry on their own. Past this the client gets 202 and follows the order.
-UPDATE_WAIT = timedelta(seconds=20)
-
-View = TypeVar("View", bound=BaseModel)
 
 IdempotencyKey = Annotated[
     str | None,
@@ -67,98 +51,9 @@ IdempotencyKey = Annotated[
 ]
 
 
-@dataclass(frozen=True)
-class Refusal:
-    """How a validator's refusal (`ApplicationError(type=error_type)`) reads as a problem."""
-
-    error_type: str
-    kind: str
-    title: str
-
-
 RETURN_REFUSED = Refusal("ReturnRefused", "return-refused", "The return cannot be accepted")
 REFUND_REFUSED = Refusal("RefundRefused", "refund-refused", "The refund cannot be made")
 FEEDBACK_REFUSED = Refusal("FeedbackRefused", "feedback-refused", "Feedback cannot be given")
-
-ACCEPTED_IN_PROGRESS: dict[int | str, dict[str, Any]] = {
-    202: {
-        "model": OrderView,
-        "description": "Accepted and still in progress: the order as it stands; follow "
-        "`Location` to see the outcome",
-    }
-}
-
-
-async def run_update(
-    client: Client,
-    engine: Engine,
-    order_id: str,
-    update: str,
-    request: BaseModel,
-    result_type: type[View],
-    *,
-    refusal: Refusal | None,
-    idempotency_key: str | None,
-) -> View | JSONResponse:
-    """Run one Update on the order; its result, or a 202 with the order if it takes too long."""
-    handle = client.get_workflow_handle(order_workflow_id(order_id))
-    deadline = asyncio.get_running_loop().time() + UPDATE_WAIT.total_seconds()
-    try:
-        started = await asyncio.wait_for(
-            handle.start_update(
-                update,
-                request,
-                wait_for_stage=WorkflowUpdateStage.ACCEPTED,
-                result_type=result_type,
-                id=f"{update}:{idempotency_key}" if idempotency_key else None,
-            ),
-            UPDATE_WAIT.total_seconds(),
-        )
-    except WorkflowUpdateFailedError as err:  # the validator said no
-        raise _failure(err, refusal) from None
-    except TimeoutError:  # no worker took it up in time: nothing has happened yet
-        raise temporal_unavailable(TimeoutError(f"{update} not accepted in time")) from None
-    except RPCError as err:
-        if err.status != RPCStatusCode.NOT_FOUND:
-            raise temporal_unavailable(err) from None
-        raise await _closed(client, engine, order_id) from None
-
-    remaining = max(deadline - asyncio.get_running_loop().time(), 0.1)
-    try:
-        result: View = await asyncio.wait_for(started.result(), remaining)
-    except WorkflowUpdateFailedError as err:  # the handler refused (a refund that lost a race)
-        raise _failure(err, refusal) from None
-    except TimeoutError:  # accepted; it finishes on its own and shows up on the order
-        view = await load_order(client, engine, order_id)
-        return JSONResponse(
-            jsonable_encoder(view), status_code=202, headers={"Location": f"/orders/{order_id}"}
-        )
-    except RPCError as err:
-        raise temporal_unavailable(err) from None
-    return result
-
-
-def _failure(err: WorkflowUpdateFailedError, refusal: Refusal | None) -> Exception:
-    """The order's refusal as a 409; anything else stays an error (logged, answered 500)."""
-    cause = err.cause
-    if (
-        refusal is not None
-        and isinstance(cause, ApplicationError)
-        and cause.type == refusal.error_type
-    ):
-        return ApiProblem(409, refusal.kind, cause.message, title=refusal.title)
-    return err
-
-
-async def _closed(client: Client, engine: Engine, order_id: str) -> ApiProblem:
-    """No running workflow: 404 for an unknown order (load_order raises it), else 409."""
-    closed = await load_order(client, engine, order_id)
-    return ApiProblem(
-        409,
-        "order-closed",
-        f"the order is closed: it is {closed.status.value}",
-        title="The order is closed",
-    )
 
 
 @router.post(

@@ -4,34 +4,32 @@
 No handler ever awaits an order's result: an order lives for days.
 """
 
-import asyncio
 import base64
 import binascii
 import json
-import logging
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated
 
 from anyio import to_thread
 from fastapi import APIRouter, Body, Header, Path, Query, Response
+from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, and_, or_
 from sqlmodel import Session, col, select
-from temporalio.client import (
-    Client,
-    WorkflowHandle,
-    WorkflowQueryRejectedError,
-    WorkflowUpdateFailedError,
-    WorkflowUpdateStage,
-)
-from temporalio.common import QueryRejectCondition
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
 
 from api import idempotency
 from api.auth import PrincipalDep, owns
 from api.deps import EngineDep, SessionDep, SettingsDep, TemporalClientDep
-from api.problems import ApiProblem, invalid, not_found, problem_responses
+from api.order_calls import (
+    ACCEPTED_IN_PROGRESS,
+    Refusal,
+    load_order,
+    run_update,
+    temporal_unavailable,
+)
+from api.problems import ApiProblem, invalid, problem_responses
 from models.http import (
     CANCEL_EXAMPLES,
     PLACE_ORDER_EXAMPLES,
@@ -49,17 +47,12 @@ from models.orders import (
     received_view,
 )
 from models.tables import Customer, OrderRecord, Product
-from models.wire import QUERY_STATUS, UPDATE_CANCEL, order_workflow_id
+from models.wire import UPDATE_CANCEL
 from temporal_client import start_order
-
-log = logging.getLogger("ordermill.api.orders")
 
 router = APIRouter(prefix="/orders", tags=["orders"])
 
-# How long a request waits on Temporal before answering from what it has.
-QUERY_TIMEOUT = timedelta(seconds=2)  # the read model answers when no worker does
-CANCEL_WAIT = timedelta(seconds=20)
-CANCEL_REFUSED = "CancelRefused"
+CANCEL_REFUSED = Refusal("CancelRefused", "cancel-refused", "The order can no longer be cancelled")
 
 OrderId = Annotated[
     str,
@@ -78,52 +71,6 @@ IdempotencyKey = Annotated[
 
 def new_order_id() -> str:
     return f"ord_{uuid.uuid4().hex[:24]}"
-
-
-def temporal_unavailable(err: Exception) -> ApiProblem:
-    log.warning("Temporal call failed: %s", err)
-    return ApiProblem(
-        503,
-        "temporal-unavailable",
-        "Orders cannot be reached right now; please retry shortly.",
-        headers={"Retry-After": "5"},
-    )
-
-
-# ---- reading an order ------------------------------------------------------------------------
-
-
-def _read_model_view(engine: Engine, order_id: str) -> OrderView | None:
-    with Session(engine) as session:
-        row = session.get(OrderRecord, order_id)
-        return OrderView.model_validate_json(row.view_json) if row is not None else None
-
-
-async def load_order(client: Client, engine: Engine, order_id: str) -> OrderView:
-    """The running workflow's own view; the read model once it has closed (or can't answer)."""
-    handle = client.get_workflow_handle(order_workflow_id(order_id))
-    failure: RPCError | None = None
-    try:
-        view: OrderView = await handle.query(
-            QUERY_STATUS,
-            result_type=OrderView,
-            reject_condition=QueryRejectCondition.NOT_OPEN,
-            rpc_timeout=QUERY_TIMEOUT,
-        )
-        return view
-    except WorkflowQueryRejectedError:
-        pass  # closed: its last snapshot in the read model is final
-    except RPCError as err:
-        if err.status != RPCStatusCode.NOT_FOUND:
-            # Temporal is unreachable or slow: the read model trails the order by moments only.
-            log.warning("status query for %s failed (%s); trying the read model", order_id, err)
-            failure = err
-    stored = await to_thread.run_sync(_read_model_view, engine, order_id)
-    if stored is not None:
-        return stored
-    if failure is not None:
-        raise temporal_unavailable(failure)
-    raise not_found("order", f"there is no order {order_id}")
 
 
 # ---- placing an order ------------------------------------------------------------------------
@@ -325,71 +272,40 @@ def list_orders(
 # ---- cancelling ------------------------------------------------------------------------------
 
 
-def _refused(detail: str) -> ApiProblem:
-    return ApiProblem(409, "cancel-refused", detail, title="The order can no longer be cancelled")
-
-
-def _update_failure(err: WorkflowUpdateFailedError) -> Exception:
-    cause = err.cause
-    if isinstance(cause, ApplicationError) and cause.type == CANCEL_REFUSED:
-        return _refused(cause.message)
-    return err  # not a refusal we know: the catch-all logs it
-
-
 @router.post(
     "/{order_id}/cancel",
     response_model=OrderView,
     summary="Cancel an order",
     responses={
         200: {"description": "Cancelled: stock released, card authorization voided"},
-        202: {"description": "Cancellation accepted and still in progress"},
+        **ACCEPTED_IN_PROGRESS,
         **problem_responses(404, 409, 422, 503),
     },
 )
 async def cancel_order(
     order_id: OrderId,
-    response: Response,
     client: TemporalClientDep,
     engine: EngineDep,
     body: Annotated[CancelRequest | None, Body(openapi_examples=CANCEL_EXAMPLES)] = None,
-) -> OrderView:
+) -> OrderView | JSONResponse:
     """Honoured until the parcel is handed to the carrier; asking again answers the same
-    cancelled order."""
-    handle: WorkflowHandle[object, object] = client.get_workflow_handle(order_workflow_id(order_id))
-    deadline = asyncio.get_running_loop().time() + CANCEL_WAIT.total_seconds()
-    try:
-        # Accepted means the validator said yes; the order then stops at its next stage
-        # boundary, releasing what it holds, which normally takes well under a second.
-        update = await asyncio.wait_for(
-            handle.start_update(
-                UPDATE_CANCEL,
-                body or CancelRequest(),
-                wait_for_stage=WorkflowUpdateStage.ACCEPTED,
-                result_type=OrderView,
-            ),
-            CANCEL_WAIT.total_seconds(),
+    cancelled order. Accepted means the validator said yes; the order then stops at its next
+    stage boundary, releasing what it holds, which normally takes well under a second."""
+
+    async def when_closed(closed: OrderView) -> OrderView:
+        if closed.status is OrderStatus.CANCELLED:
+            return closed
+        raise CANCEL_REFUSED.problem(
+            f"order {order_id} can no longer be cancelled: it is {closed.status.value}"
         )
-    except WorkflowUpdateFailedError as err:
-        raise _update_failure(err) from None
-    except TimeoutError:  # no worker took it up in time; asking again is safe
-        raise temporal_unavailable(TimeoutError("cancel not accepted in time")) from None
-    except RPCError as err:
-        if err.status != RPCStatusCode.NOT_FOUND:
-            raise temporal_unavailable(err) from None
-    else:
-        remaining = max(deadline - asyncio.get_running_loop().time(), 0.1)
-        try:
-            view: OrderView = await asyncio.wait_for(update.result(), remaining)
-            return view
-        except WorkflowUpdateFailedError as err:  # a refusal arrives here, with the handle
-            raise _update_failure(err) from None
-        except TimeoutError:
-            response.status_code = 202  # accepted, still unwinding
-            return await load_order(client, engine, order_id)
-    # The workflow is unknown or already closed: the read model tells which.
-    closed = await to_thread.run_sync(_read_model_view, engine, order_id)
-    if closed is None:
-        raise not_found("order", f"there is no order {order_id}")
-    if closed.status is OrderStatus.CANCELLED:
-        return closed
-    raise _refused(f"order {order_id} can no longer be cancelled: it is {closed.status.value}")
+
+    return await run_update(
+        client,
+        engine,
+        order_id,
+        UPDATE_CANCEL,
+        body or CancelRequest(),
+        OrderView,
+        refusal=CANCEL_REFUSED,
+        when_closed=when_closed,
+    )

@@ -21,8 +21,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api import signatures
 from api.deps import EngineDep, SettingsDep, TemporalClientDep
+from api.order_calls import temporal_unavailable
 from api.problems import ApiProblem, field_errors, invalid, not_found, problem_responses
-from api.routes.orders import temporal_unavailable
 from models.http import CARRIER_EVENT_EXAMPLES, WebhookAck
 from models.orders import CarrierEvent
 from models.tables import CarrierWebhookReceipt, Shipment, ShipmentEvent, shipment_event_row
