@@ -32,6 +32,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import EngineDep, TemporalClientDep
+from api.order_calls import temporal_unavailable
 from api.problems import ApiProblem, not_found
 from models.orders import OrderView
 from models.tables import OrderRecord
@@ -226,13 +227,7 @@ async def require_order_access(
     try:
         owner = await order_owner(client, engine, order_id)
     except OrderUnreachable as err:
-        log.warning("owner of %s unknown, Temporal did not answer: %s", order_id, err)
-        raise ApiProblem(
-            503,
-            "temporal-unavailable",
-            "Orders cannot be reached right now; please retry shortly.",
-            headers={"Retry-After": "5"},
-        ) from None
+        raise temporal_unavailable(err) from None
     if owner is None or not hmac.compare_digest(owner, principal.name):
         raise hidden
 
