@@ -77,6 +77,12 @@ class Lanes:
     def per_second(self) -> float:
         return len(self.timings) / self.wall if self.wall > 0 else 0.0
 
+    def fail(self, err: Exception) -> None:
+        """Count a failed order and keep the first few reasons for the report."""
+        self.failed += 1
+        if len(self.errors) < MAX_ERRORS_KEPT:
+            self.errors.append(f"{type(err).__name__}: {err}"[:500])
+
 
 async def run_lanes(
     n: int, concurrency: int, one: Callable[[int], Awaitable[Timing]], bar: tqdm[Any]
@@ -91,9 +97,7 @@ async def run_lanes(
             try:
                 result.timings.append(await asyncio.wait_for(one(i), ORDER_DEADLINE))
             except Exception as err:
-                result.failed += 1
-                if len(result.errors) < MAX_ERRORS_KEPT:
-                    result.errors.append(f"{type(err).__name__}: {err}"[:500])
+                result.fail(err)
             bar.update(1)
 
     started = time.perf_counter()
@@ -281,9 +285,7 @@ async def place_waiting_orders(
                 order_id, elapsed = await driver.place(i)
                 result.timings.append(Timing(start=elapsed, order_id=order_id))
             except Exception as err:
-                result.failed += 1
-                if len(result.errors) < MAX_ERRORS_KEPT:
-                    result.errors.append(f"{type(err).__name__}: {err}"[:500])
+                result.fail(err)
                 bar.update(1)
 
     started = time.perf_counter()
