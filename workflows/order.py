@@ -11,8 +11,9 @@ returns (refund or exchange), refunds of digital lines, goodwill refunds, inquir
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from datetime import timedelta
-from typing import NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -123,6 +124,14 @@ WAREHOUSE_RETRY = RetryPolicy(
 )
 
 
+# Orders started after this patch run ordermill's own quick steps (its database, its emails) as
+# local activities; orders started before it replay them as the activities they were.
+LOCAL_STEPS = "local-steps"
+
+StepInput = TypeVar("StepInput")
+StepResult = TypeVar("StepResult")
+
+
 class _OrderStopped(Exception):
     """Unwinds the stages once the order has reached a final status."""
 
@@ -147,9 +156,11 @@ class OrderWorkflow:
         self._return_tasks: list[asyncio.Task[None]] = []
         self._window_closed = False
         self._money = asyncio.Lock()  # one refund at a time: never refund past the capture
+        self._local_steps = False
 
     @workflow.run
     async def run(self, order: PlaceOrderInput) -> OrderView:
+        self._local_steps = workflow.patched(LOCAL_STEPS)
         await self._change_status(
             OrderStatus.RECEIVED,
             "order_received",
@@ -206,7 +217,7 @@ class OrderWorkflow:
 
     async def _verify_customer(self, order: PlaceOrderInput) -> VerifiedCustomer:
         try:
-            return await workflow.execute_activity_method(
+            return await self._step(
                 CustomerActivities.verify_customer,
                 VerifyCustomerInput(
                     customer_id=order.customer_id, shipping_address=order.shipping_address
@@ -215,7 +226,7 @@ class OrderWorkflow:
                 retry_policy=DATABASE_RETRY,
                 summary=f"Verify customer {order.customer_id}",
             )
-        except ActivityError as err:
+        except (ActivityError, ApplicationError) as err:
             problem = _business_problem(err, CUSTOMER_REJECTED)
             if problem is None:
                 raise
@@ -224,7 +235,7 @@ class OrderWorkflow:
 
     async def _reserve_stock(self, order: PlaceOrderInput) -> list[OrderLine]:
         try:
-            reservation = await workflow.execute_activity_method(
+            reservation = await self._step(
                 InventoryActivities.reserve_stock,
                 ReserveStockInput(order_id=order.order_id, items=order.items),
                 start_to_close_timeout=timedelta(seconds=15),
@@ -233,7 +244,7 @@ class OrderWorkflow:
                 + ", ".join(f"{i.quantity}x {i.sku}" for i in order.items[:5])
                 + (" ..." if len(order.items) > 5 else ""),
             )
-        except ActivityError as err:
+        except (ActivityError, ApplicationError) as err:
             problem = _business_problem(err, OUT_OF_STOCK, UNKNOWN_SKU)
             if problem is None:
                 raise
@@ -242,7 +253,7 @@ class OrderWorkflow:
         self._stock_held = True
         self._view.lines = reservation.lines
         self._view.totals = order_totals(reservation.lines, order.delivery)
-        await self._note("stock_reserved", f"{len(reservation.lines)} line(s) held")
+        await self._note_before_status("stock_reserved", f"{len(reservation.lines)} line(s) held")
         return reservation.lines
 
     async def _authorize_payment(self, order: PlaceOrderInput) -> None:
@@ -272,7 +283,9 @@ class OrderWorkflow:
             raise
         self._view.payment.authorization_id = authorization.authorization_id
         self._view.payment.authorized = authorization.amount
-        await self._note("payment_authorized", money(authorization.amount, totals.currency))
+        await self._note_before_status(
+            "payment_authorized", money(authorization.amount, totals.currency)
+        )
 
     async def _pick_and_pack(self, physical: list[OrderLine]) -> Parcel | None:
         self._pick_pack = workflow.start_activity_method(
@@ -321,7 +334,7 @@ class OrderWorkflow:
     async def _ship(self, parcel: Parcel) -> None:
         booked = await self._book_shipment(parcel.parcel_id, ShipmentDirection.OUTBOUND)
         self._view.shipment = booked
-        await workflow.execute_activity_method(
+        await self._step(
             InventoryActivities.commit_stock,
             OrderRef(order_id=self._view.order_id),
             start_to_close_timeout=timedelta(seconds=15),
@@ -352,7 +365,7 @@ class OrderWorkflow:
             summary=f"Capture {money(payment.authorized)}",
         )
         payment.captured = result.amount
-        await self._note("payment_captured", money(result.amount))
+        await self._note_before_status("payment_captured", money(result.amount))
 
     async def _await_delivery(self) -> None:
         timeout = self._input.timeouts.delivery_timeout
@@ -416,7 +429,7 @@ class OrderWorkflow:
             return
         ret.status = ReturnStatus.RECEIVED
         await self._note("return_received", ret.return_id)
-        await workflow.execute_activity_method(
+        await self._step(
             InventoryActivities.restock,
             RestockInput(order_id=self._view.order_id, return_id=ret.return_id, lines=ret.lines),
             start_to_close_timeout=timedelta(seconds=15),
@@ -442,14 +455,14 @@ class OrderWorkflow:
         exchange_id = f"{self._view.order_id}-{ret.return_id}"
         items = [OrderItem(sku=line.sku, quantity=line.quantity) for line in ret.lines]
         try:
-            reservation = await workflow.execute_activity_method(
+            reservation = await self._step(
                 InventoryActivities.reserve_stock,
                 ReserveStockInput(order_id=exchange_id, items=items),
                 start_to_close_timeout=timedelta(seconds=15),
                 retry_policy=DATABASE_RETRY,
                 summary=f"Reserve exchange stock for {ret.return_id}",
             )
-        except ActivityError as err:
+        except (ActivityError, ApplicationError) as err:
             if _business_problem(err, OUT_OF_STOCK, UNKNOWN_SKU) is None:
                 raise
             await self._note("exchange_unavailable", f"{ret.return_id}: refunding instead")
@@ -463,7 +476,7 @@ class OrderWorkflow:
             summary=f"Pick and pack exchange for {ret.return_id}",
         )
         booked = await self._book_shipment(parcel.parcel_id, ShipmentDirection.OUTBOUND)
-        await workflow.execute_activity_method(
+        await self._step(
             InventoryActivities.commit_stock,
             OrderRef(order_id=exchange_id),
             start_to_close_timeout=timedelta(seconds=15),
@@ -598,7 +611,7 @@ class OrderWorkflow:
     async def _release_stock(self) -> None:
         if not self._stock_held:
             return
-        await workflow.execute_activity_method(
+        await self._step(
             InventoryActivities.release_stock,
             OrderRef(order_id=self._view.order_id),
             start_to_close_timeout=timedelta(seconds=15),
@@ -635,7 +648,16 @@ class OrderWorkflow:
         if event.event_id in self._seen_event_ids:
             return
         self._seen_event_ids.add(event.event_id)
+        awaited = self._carrier_outcome
         if self._apply_carrier_event(event):
+            delivered = self._carrier_outcome
+            if (
+                self._local_steps
+                and awaited is None
+                and delivered is not None
+                and delivered.status is CarrierStatus.DELIVERED
+            ):
+                return  # the order becomes `delivered` at once, and that change records it
             await self._record()
 
     def _apply_carrier_event(self, event: CarrierEvent) -> bool:
@@ -722,7 +744,7 @@ class OrderWorkflow:
         summary = ", ".join(f"{line.quantity}x {line.sku}" for line in lines)
         await self._note("return_requested", f"{ret.return_id}: {summary} ({request.reason})")
         if ret.digital:
-            await workflow.execute_activity_method(
+            await self._step(
                 DownloadActivities.revoke_downloads,
                 RevokeDownloadsInput(
                     order_id=self._view.order_id, skus=[line.sku for line in lines]
@@ -794,7 +816,7 @@ class OrderWorkflow:
         )
         self._view.inquiries.append(inquiry)
         await self._note("inquiry", f"{inquiry.inquiry_id}: {request.message[:80]}")
-        await workflow.execute_activity_method(
+        await self._step(
             NotificationActivities.notify_support,
             SupportInquiryInput(
                 idempotency_key=f"{self._view.order_id}:inquiry:{inquiry.inquiry_id}",
@@ -827,9 +849,14 @@ class OrderWorkflow:
 
     async def _change_status(self, status: OrderStatus, event: str, detail: str) -> None:
         self._view.status = status
-        workflow.upsert_search_attributes(
-            [ORDER_STATUS.value_set(status.value), CUSTOMER_ID.value_set(self._view.customer_id)]
-        )
+        # The API starts every order with these attributes set to `received`.
+        if not (self._local_steps and status is OrderStatus.RECEIVED):
+            workflow.upsert_search_attributes(
+                [
+                    ORDER_STATUS.value_set(status.value),
+                    CUSTOMER_ID.value_set(self._view.customer_id),
+                ]
+            )
         self._append_timeline(event, detail)
         self._publish_details()
         await self._record()
@@ -838,6 +865,13 @@ class OrderWorkflow:
         """A timeline entry that does not change the status."""
         self._append_timeline(event, detail)
         await self._record()
+
+    async def _note_before_status(self, event: str, detail: str) -> None:
+        """A timeline entry that a status change (or a stop) follows at once, recorded with it."""
+        if self._local_steps:
+            self._append_timeline(event, detail)
+        else:
+            await self._note(event, detail)
 
     def _append_timeline(self, event: str, detail: str) -> None:
         now = workflow.now()
@@ -869,10 +903,41 @@ class OrderWorkflow:
             else f"Record {self._view.status.value}",
         )
 
+    async def _step(
+        self,
+        activity: Callable[[Any, StepInput], StepResult],
+        arg: StepInput,
+        *,
+        start_to_close_timeout: timedelta,
+        retry_policy: RetryPolicy,
+        summary: str,
+    ) -> StepResult:
+        """One of ordermill's own quick steps: its database, its emails.
+
+        A local activity runs inside the order's workflow task, with no round trip through the
+        server: the activities that stay remote are the outside systems (card processor,
+        warehouse, carrier), which need the server's queues, timeouts and heartbeats.
+        """
+        if self._local_steps:
+            return await workflow.execute_local_activity_method(
+                activity,
+                arg,
+                start_to_close_timeout=start_to_close_timeout,
+                retry_policy=retry_policy,
+                summary=summary,
+            )
+        return await workflow.execute_activity_method(
+            activity,
+            arg,
+            start_to_close_timeout=start_to_close_timeout,
+            retry_policy=retry_policy,
+            summary=summary,
+        )
+
     async def _email(self, kind: EmailKind, *, reference: str | None = None) -> None:
         assert self._customer is not None
         key = f"{self._view.order_id}:{kind.value}" + (f":{reference}" if reference else "")
-        await workflow.execute_activity_method(
+        await self._step(
             NotificationActivities.send_email,
             SendEmailInput(
                 idempotency_key=key,
@@ -888,9 +953,12 @@ class OrderWorkflow:
         )
 
 
-def _business_problem(err: ActivityError, *error_types: str) -> Problem | None:
-    """The reason behind a non-retryable business failure of one of `error_types`, if it is one."""
-    cause = err.cause
+def _business_problem(err: ActivityError | ApplicationError, *error_types: str) -> Problem | None:
+    """The reason behind a non-retryable business failure of one of `error_types`, if it is one.
+
+    A remote activity's failure arrives as an ActivityError around it, a local one's as itself.
+    """
+    cause = err.cause if isinstance(err, ActivityError) else err
     if isinstance(cause, ApplicationError) and cause.type in error_types:
         code = str(cause.details[0]) if cause.details else (cause.type or "failed")
         return Problem(code=code, detail=cause.message)
