@@ -34,12 +34,25 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            read_only = conn.get_execution_options().get(_READ_ONLY, False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+_READ_ONLY = "ordermill_read_only"
+
+
+def read_only(engine: Engine) -> Engine:
+    """The same engine and pool, for work that only reads.
+
+    On SQLite its transactions begin DEFERRED: in WAL mode a reader then neither waits for the
+    write lock nor holds it, so reading an order never queues behind the worker's writes.
+    """
+    return engine.execution_options(**{_READ_ONLY: True})
 
 
 def create_schema(engine: Engine) -> None:

@@ -6,6 +6,7 @@ from sqlmodel import Session
 from temporalio import activity
 
 from activities.errors import CUSTOMER_REJECTED, business_failure
+from database import read_only
 from models.activities import VerifiedCustomer, VerifyCustomerInput
 from models.orders import Address
 from models.tables import Customer
@@ -24,7 +25,7 @@ class CustomerActivities:
 
         Without a shipping address on the order, the customer's address on file is used.
         """
-        with Session(self._engine) as session:
+        with Session(read_only(self._engine)) as session:
             customer = session.get(Customer, request.customer_id)
         if customer is None:
             raise business_failure(

@@ -21,6 +21,7 @@ from temporalio import activity
 
 from activities.downloads import DownloadLinks
 from activities.email_templates import render, render_support_inquiry
+from database import read_only
 from models.activities import EmailKind, EmailReceipt, SendEmailInput, SupportInquiryInput
 from models.tables import SentEmail
 
@@ -135,7 +136,7 @@ class NotificationActivities:
         reply_to: str | None = None,
     ) -> EmailReceipt:
         message_id = _message_id(key)
-        with Session(self._engine) as session:
+        with Session(read_only(self._engine)) as session:
             if session.get(SentEmail, key) is not None:
                 return EmailReceipt(message_id=message_id, already_sent=True)
 

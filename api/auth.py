@@ -34,6 +34,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.deps import EngineDep, TemporalClientDep
 from api.order_calls import temporal_unavailable
 from api.problems import ApiProblem, not_found
+from database import read_only
 from models.orders import OrderView
 from models.tables import OrderRecord
 from models.wire import QUERY_STATUS, order_workflow_id
@@ -173,7 +174,7 @@ class OrderUnreachable(Exception):
 
 
 def _recorded_owner(engine: Engine, order_id: str) -> tuple[bool, str | None]:
-    with Session(engine) as session:
+    with Session(read_only(engine)) as session:
         row = session.get(OrderRecord, order_id)
         return (row is not None, row.placed_by if row is not None else None)
 

@@ -1,8 +1,8 @@
 """Calling an order's workflow from a request: reading it, and running one of its Updates.
 
-Shared by every route that touches an order, so they answer alike: the running workflow's own
-view, or the read model once it has closed; a validator's refusal as a 409 with the order's
-reason; 202 when an accepted Update outlasts the request; 503 when Temporal cannot be reached.
+Shared by every route that touches an order, so they answer alike: the order from its read
+model; a validator's refusal as a 409 with the order's reason; 202 when an accepted Update
+outlasts the request; 503 when Temporal cannot be reached.
 """
 
 import asyncio
@@ -18,17 +18,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import Engine
 from sqlmodel import Session
-from temporalio.client import (
-    Client,
-    WorkflowQueryRejectedError,
-    WorkflowUpdateFailedError,
-    WorkflowUpdateStage,
-)
-from temporalio.common import QueryRejectCondition
+from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateStage
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.problems import ApiProblem, not_found
+from database import read_only
 from models.orders import OrderView
 from models.tables import OrderRecord
 from models.wire import QUERY_STATUS, order_workflow_id
@@ -36,7 +31,7 @@ from models.wire import QUERY_STATUS, order_workflow_id
 log = logging.getLogger("ordermill.api.orders")
 
 # How long a request waits on Temporal before answering from what it has.
-QUERY_TIMEOUT = timedelta(seconds=2)  # the read model answers when no worker does
+QUERY_TIMEOUT = timedelta(seconds=2)
 # Accepting takes one workflow task; completing may wait on the carrier, the card processor or
 # the mail server, which retry on their own. Past this the client gets 202 and follows the order.
 UPDATE_WAIT = timedelta(seconds=20)
@@ -55,36 +50,31 @@ def temporal_unavailable(err: Exception) -> ApiProblem:
 
 
 def read_model_view(engine: Engine, order_id: str) -> OrderView | None:
-    with Session(engine) as session:
+    with Session(read_only(engine)) as session:
         row = session.get(OrderRecord, order_id)
         return OrderView.model_validate_json(row.view_json) if row is not None else None
 
 
 async def load_order(client: Client, engine: Engine, order_id: str) -> OrderView:
-    """The running workflow's own view; the read model once it has closed (or can't answer)."""
-    handle = client.get_workflow_handle(order_workflow_id(order_id))
-    failure: RPCError | None = None
-    try:
-        view: OrderView = await handle.query(
-            QUERY_STATUS,
-            result_type=OrderView,
-            reject_condition=QueryRejectCondition.NOT_OPEN,
-            rpc_timeout=QUERY_TIMEOUT,
-        )
-        return view
-    except WorkflowQueryRejectedError:
-        pass  # closed: its last snapshot in the read model is final
-    except RPCError as err:
-        if err.status != RPCStatusCode.NOT_FOUND:
-            # Temporal is unreachable or slow: the read model trails the order by moments only.
-            log.warning("status query for %s failed (%s); trying the read model", order_id, err)
-            failure = err
+    """The order from its read model; the workflow itself only for an order not recorded yet.
+
+    The workflow records every change in the read model before it moves on, so a read is as
+    current as a query, and a poll costs the server and the worker nothing. Only in the moment
+    between the start and the first record does a query answer.
+    """
     stored = await to_thread.run_sync(read_model_view, engine, order_id)
     if stored is not None:
         return stored
-    if failure is not None:
-        raise temporal_unavailable(failure)
-    raise not_found("order", f"there is no order {order_id}")
+    handle = client.get_workflow_handle(order_workflow_id(order_id))
+    try:
+        view: OrderView = await handle.query(
+            QUERY_STATUS, result_type=OrderView, rpc_timeout=QUERY_TIMEOUT
+        )
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise not_found("order", f"there is no order {order_id}") from None
+        raise temporal_unavailable(err) from None
+    return view
 
 
 @dataclass(frozen=True)

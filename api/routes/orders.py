@@ -1,5 +1,5 @@
-"""Orders: place (start the workflow), read (query it, or the read model once closed), list
-(read model), cancel (the workflow's `cancel` Update).
+"""Orders: place (start the workflow), read and list (the read model), cancel (the workflow's
+`cancel` Update).
 
 No handler ever awaits an order's result: an order lives for days.
 """
@@ -30,6 +30,7 @@ from api.order_calls import (
     temporal_unavailable,
 )
 from api.problems import ApiProblem, invalid, problem_responses
+from database import read_only
 from models.http import (
     CANCEL_EXAMPLES,
     PLACE_ORDER_EXAMPLES,
@@ -79,7 +80,7 @@ def new_order_id() -> str:
 def _unknown_references(engine: Engine, request: PlaceOrderRequest) -> list[FieldError]:
     """Catalog and customer checks the client can fix, answered before any workflow starts."""
     skus = {item.sku for item in request.items}
-    with Session(engine) as session:
+    with Session(read_only(engine)) as session:
         known = set(session.exec(select(Product.sku).where(col(Product.sku).in_(skus))))
         customer = session.get(Customer, request.customer_id)
     errors = [
