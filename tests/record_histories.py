@@ -3,13 +3,15 @@
     .venv/bin/python -m tests.record_histories
 
 Starts a throwaway dev server and the real activities on a temporary SQLite database, runs
-one order down each path below to its end, and writes its history to tests/histories/<path>.json.
-Commit those files.
+one order down each path below to its end, and writes its history to
+tests/histories/<path>.<shape>.json, where the shape is the workflow's newest patch
+(`CURRENT_SHAPE`). Commit those files.
 
 Re-record deliberately, never to make a failing replay pass: a replay failure means orders
 already running in production would fail on the new workflow code. Change the workflow
-compatibly instead (`workflow.patched(...)`), then record the new shape *in addition* (a new
-file name), keeping the old histories for as long as such orders may still be running.
+compatibly instead (`workflow.patched(...)`), point `CURRENT_SHAPE` at the new patch and record
+the new shape *in addition*, keeping the old histories for as long as such orders may still be
+running. (The histories without a shape in their name predate the first patch.)
 """
 
 import asyncio
@@ -64,9 +66,10 @@ from settings import Settings
 from temporal_client import start_order
 from tests.conftest import eventually, venv_binary
 from worker import build_activities
-from workflows.order import OrderWorkflow
+from workflows.order import LOCAL_STEPS, OrderWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
+CURRENT_SHAPE = LOCAL_STEPS
 Handle = WorkflowHandle[OrderWorkflow, OrderView]
 
 
@@ -199,7 +202,7 @@ async def record(client: Client, name: str) -> Path:
     if result.status is not expected:
         raise RuntimeError(f"{name}: ended {result.status}, expected {expected}")
     history = await handle.fetch_history()
-    path = HISTORIES / f"{name}.json"
+    path = HISTORIES / f"{name}.{CURRENT_SHAPE}.json"
     path.write_text(history.to_json() + "\n")
     return path
 
