@@ -1,12 +1,12 @@
 """What the bench does to the stack: orders driven through Temporal alone, or through ordermill.
 
 Both drivers play the same part: start an order, poll until it waits for its delivery, deliver
-it, poll until it shows `delivered`. The ceiling polls with a workflow query and delivers with a
-signal; ordermill is polled with `GET /orders/{id}` (a query behind it) and delivered with a
-signed carrier webhook. Polling is at `poll` while the order is being processed and at the
-finer `fast_poll` once the delivery is sent, so the delivery latency has that resolution.
-Every poll is a workflow query, whichever way it is sent: polling faster loads the server, the
-worker (and the API) as much as the orders do, so the intervals are a compromise.
+it, poll until it shows `delivered`. The ceiling, which has no read model, polls with a workflow
+query and delivers with a signal; ordermill is polled with `GET /orders/{id}` (its read model)
+and delivered with a signed carrier webhook. Polling is at `poll` while the order is being
+processed and at the finer `fast_poll` once the delivery is sent, so the delivery latency has
+that resolution. A ceiling poll loads the server and its worker; an ordermill poll loads the API
+and the database, so the intervals are a compromise between resolution and load.
 """
 
 from __future__ import annotations
@@ -188,7 +188,7 @@ class OrdermillDriver:
         self.poll, self.fast_poll = poll, fast_poll
         self.run_id = uuid.uuid4().hex[:8]
         self.unanswered_reads = 0  # GETs answered with 404/503 while the order was starting
-        self.polls = 0  # GET /orders/{id}, each one a workflow query behind the API
+        self.polls = 0  # GET /orders/{id}, each one a read-model lookup in the API
 
     async def order(self, i: int) -> Timing:
         timing = await self.place_and_ship(i)

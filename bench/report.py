@@ -116,7 +116,7 @@ def table(results: dict[str, Any]) -> str:
             "",
         ),
         (
-            "polls per order (each a workflow query)",
+            "polls per order (query vs GET)",
             _fmt(c["polls_per_order"]),
             _fmt(o["polls_per_order"]),
             _fmt(ratio(o["polls_per_order"], c["polls_per_order"])),
