@@ -97,6 +97,12 @@ class Call:
     arg: Any
 
 
+def _open_gate() -> asyncio.Event:
+    gate = asyncio.Event()
+    gate.set()
+    return gate
+
+
 @dataclass
 class FakeOrderSystems:
     """All outside systems of an order, in memory, recording every call (retries included)."""
@@ -107,6 +113,8 @@ class FakeOrderSystems:
     flaky_failures: int = 2
     # Pick/pack runs until cancelled, heartbeating, so a test can cancel an order mid-fulfilment.
     hold_pick_pack: bool = False
+    # Capture waits until this is set, so a test can act between booking and `shipped`.
+    capture_allowed: asyncio.Event = field(default_factory=_open_gate)
     # SKUs the warehouse has run out of since the order was placed (an exchange finds none).
     sold_out: set[str] = field(default_factory=set)
     calls: list[Call] = field(default_factory=list)
@@ -226,6 +234,7 @@ class FakeOrderSystems:
     @activity.defn(name="capture_payment")
     async def capture_payment(self, request: CapturePaymentInput) -> PaymentResult:
         self._log("capture_payment", request)
+        await self.capture_allowed.wait()
         return PaymentResult(transaction_id=f"cap-{request.idempotency_key}", amount=request.amount)
 
     @activity.defn(name="void_payment")

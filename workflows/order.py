@@ -151,16 +151,15 @@ class OrderWorkflow:
         self._handed_to_carrier = False
         self._seen_event_ids: set[str] = set()
         self._carrier_outcome: CarrierEvent | None = None
+        self._awaiting_delivery = False
         self._unmatched_events: list[CarrierEvent] = []
         self._returns_arrived: set[str] = set()
         self._return_tasks: list[asyncio.Task[None]] = []
         self._window_closed = False
         self._money = asyncio.Lock()  # one refund at a time: never refund past the capture
-        self._local_steps = False
 
     @workflow.run
     async def run(self, order: PlaceOrderInput) -> OrderView:
-        self._local_steps = workflow.patched(LOCAL_STEPS)
         await self._change_status(
             OrderStatus.RECEIVED,
             "order_received",
@@ -170,6 +169,16 @@ class OrderWorkflow:
             await self._process(order)
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._view
+
+    @property
+    def _local_steps(self) -> bool:
+        """Whether this order runs its own steps as local activities (see LOCAL_STEPS).
+
+        Asked wherever it matters, including handlers that may run before `run`: the SDK keeps
+        the first answer for the rest of the order, and records the patch there. Never ask it
+        in a query or a validator, where `workflow.patched` raises.
+        """
+        return workflow.patched(LOCAL_STEPS)
 
     # ---- stages ---------------------------------------------------------------------------
 
@@ -347,7 +356,7 @@ class OrderWorkflow:
             OrderStatus.SHIPPED, "shipped", f"{booked.carrier} {booked.tracking_number}"
         )
         await self._email(EmailKind.SHIPPED)
-        self._replay_unmatched_events()
+        await self._replay_unmatched_events()
 
     async def _capture_payment(self) -> None:
         payment = self._view.payment
@@ -369,13 +378,19 @@ class OrderWorkflow:
 
     async def _await_delivery(self) -> None:
         timeout = self._input.timeouts.delivery_timeout
+        self._awaiting_delivery = True
         try:
             await workflow.wait_condition(
                 lambda: self._carrier_outcome is not None,
                 timeout=timeout,
                 timeout_summary="delivery deadline",
             )
+            timed_out = False
         except TimeoutError:
+            timed_out = True
+        finally:
+            self._awaiting_delivery = False
+        if timed_out:
             await self._delivery_failed(
                 Problem(code="delivery_timeout", detail=f"not delivered within {timeout}")
             )
@@ -487,7 +502,7 @@ class OrderWorkflow:
         ret.status = ReturnStatus.EXCHANGE_SHIPPED
         await self._note("exchange_shipped", f"{ret.return_id} {booked.tracking_number}")
         await self._email(EmailKind.EXCHANGE_SHIPPED, reference=ret.return_id)
-        self._replay_unmatched_events()
+        await self._replay_unmatched_events()
         with contextlib.suppress(TimeoutError):  # not delivered in time: refunded below
             await workflow.wait_condition(
                 lambda: booked.status in CARRIER_FINAL,
@@ -648,16 +663,14 @@ class OrderWorkflow:
         if event.event_id in self._seen_event_ids:
             return
         self._seen_event_ids.add(event.event_id)
-        awaited = self._carrier_outcome
         if self._apply_carrier_event(event):
-            delivered = self._carrier_outcome
             if (
                 self._local_steps
-                and awaited is None
-                and delivered is not None
-                and delivered.status is CarrierStatus.DELIVERED
+                and self._awaiting_delivery
+                and self._carrier_outcome is event
+                and event.status is CarrierStatus.DELIVERED
             ):
-                return  # the order becomes `delivered` at once, and that change records it
+                return  # the waiting order becomes `delivered` at once; that change records it
             await self._record()
 
     def _apply_carrier_event(self, event: CarrierEvent) -> bool:
@@ -670,10 +683,12 @@ class OrderWorkflow:
         shipment = view.shipment
         if shipment is not None and event.tracking_number == shipment.tracking_number:
             _track(shipment, event)
+            # A final event that beats the `shipped` status (it came during the capture) is
+            # kept for the wait that follows.
             if (
                 event.status in CARRIER_FINAL
                 and self._carrier_outcome is None
-                and view.status is OrderStatus.SHIPPED
+                and (view.status is OrderStatus.SHIPPED or self._local_steps)
             ):
                 self._carrier_outcome = event
             self._append_timeline(f"carrier_{event.status.value}", event.description or "")
@@ -697,10 +712,11 @@ class OrderWorkflow:
         self._unmatched_events.append(event)
         return False
 
-    def _replay_unmatched_events(self) -> None:
+    async def _replay_unmatched_events(self) -> None:
         pending, self._unmatched_events = self._unmatched_events, []
-        for event in pending:
-            self._apply_carrier_event(event)
+        applied = [self._apply_carrier_event(event) for event in pending]
+        if any(applied) and self._local_steps:
+            await self._record()
 
     @workflow.update(name=UPDATE_CANCEL)
     async def cancel(self, request: CancelRequest) -> OrderView:
@@ -709,6 +725,8 @@ class OrderWorkflow:
             self._append_timeline("cancel_requested", request.reason)
             if self._pick_pack is not None:
                 self._pick_pack.cancel()
+            if self._local_steps:
+                await self._record()  # the read model shows the cancel while it takes effect
         await workflow.wait_condition(lambda: self._view.status in FINAL_STATUSES)
         return self._view
 
@@ -760,7 +778,7 @@ class OrderWorkflow:
         await self._note("return_label_issued", f"{ret.return_id} {label.tracking_number}")
         await self._email(EmailKind.RETURN_LABEL, reference=ret.return_id)
         self._return_tasks.append(asyncio.create_task(self._follow_return(ret)))
-        self._replay_unmatched_events()
+        await self._replay_unmatched_events()
         return ret
 
     @request_return.validator
@@ -867,8 +885,12 @@ class OrderWorkflow:
         await self._record()
 
     async def _note_before_status(self, event: str, detail: str) -> None:
-        """A timeline entry that a status change (or a stop) follows at once, recorded with it."""
-        if self._local_steps:
+        """A timeline entry that a status change follows at once, recorded with it.
+
+        Unless a cancel is pending: the order then stops instead, after remote calls (a void)
+        that may take a while, so the entry is recorded now.
+        """
+        if self._local_steps and self._cancel_request is None:
             self._append_timeline(event, detail)
         else:
             await self._note(event, detail)

@@ -243,6 +243,20 @@ async def test_cancel_during_fulfilment_stops_the_warehouse_voids_releases_and_e
     assert await search_attributes(order) == ("cancelled", "cus_ada")
 
 
+async def test_a_cancel_is_in_the_read_model_while_it_takes_effect(
+    order: OrderUnderTest,
+) -> None:
+    order.fakes.hold_pick_pack = True
+    await order.start()
+    await order.called("pick_and_pack")
+
+    await order.cancel("changed my mind")
+
+    events = [r.order.timeline[-1].event for r in order.fakes.called("record_order")]
+    assert events.index("cancel_requested") < events.index("payment_voided")
+    assert events[-1] == "cancelled"
+
+
 async def test_cancel_is_refused_once_shipped_with_a_reason(order: OrderUnderTest) -> None:
     await order.start()
     await order.wait_for(OrderStatus.SHIPPED)
@@ -351,6 +365,40 @@ async def test_duplicate_and_out_of_order_carrier_events_change_nothing(
     assert final.status is OrderStatus.COMPLETED
     assert order.fakes.emails().count(EmailKind.DELIVERED) == 1
     assert order.fakes.called("refund_payment") == []
+
+
+async def test_a_delivery_reported_while_the_payment_is_captured_is_kept(
+    order: OrderUnderTest,
+) -> None:
+    """The carrier's `delivered` can beat the `shipped` status: it is not lost to the deadline."""
+    order.fakes.capture_allowed.clear()
+    await order.start()
+    await order.called("capture_payment")  # the shipment is booked, the order not yet shipped
+    await order.carrier(CarrierStatus.DELIVERED, "evt-early")
+    order.fakes.capture_allowed.set()
+
+    final = await order.result()
+
+    assert final.status is OrderStatus.COMPLETED
+    assert final.delivered_at is not None
+    assert order.fakes.called("refund_payment") == []
+
+
+async def test_every_change_is_recorded_in_the_read_model(order: OrderUnderTest) -> None:
+    await order.start()
+    await order.wait_for(OrderStatus.SHIPPED)
+    await order.carrier(CarrierStatus.IN_TRANSIT, "evt-1")
+    await order.carrier(CarrierStatus.DELIVERED, "evt-2")
+    final = await order.result()
+
+    records = order.fakes.called("record_order")
+    assert [r.version for r in records] == list(range(1, len(records) + 1))
+    assert records[-1].order == final
+    # Each record holds the whole timeline so far: no change waits for a later one.
+    shipped_at = [r.order.status for r in records].index(OrderStatus.SHIPPED)
+    assert records[shipped_at + 1].order.timeline[-1].event == "carrier_in_transit"
+    delivered = next(r.order for r in records if r.order.status is OrderStatus.DELIVERED)
+    assert [e.event for e in delivered.timeline[-2:]] == ["carrier_delivered", "delivered"]
 
 
 async def test_return_window_closes_30_days_after_delivery(order: OrderUnderTest) -> None:
