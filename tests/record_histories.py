@@ -75,12 +75,13 @@ Handle = WorkflowHandle[OrderWorkflow, OrderView]
 
 # Long enough to request returns after delivery; the order then completes that much later.
 RETURN_WINDOWS = {"return_refund": timedelta(seconds=5), "exchange": timedelta(seconds=5)}
+CUSTOMERS = {"rejected": "cus_blocked"}
 
 
 def _order(name: str, token: str = "tok_visa") -> PlaceOrderInput:
     return PlaceOrderInput(
         order_id=f"replay-{name}",
-        customer_id="cus_ada",
+        customer_id=CUSTOMERS.get(name, "cus_ada"),
         items=[OrderItem(sku="BOOK-DUNE", quantity=1), OrderItem(sku="EBOOK-DUNE", quantity=1)],
         payment=PaymentMethod(token=token),
         placed_at=datetime.now(UTC),
@@ -135,6 +136,10 @@ async def declined(handle: Handle) -> None:
     """tok_chargeDeclined: stock released, customer told."""
 
 
+async def rejected(handle: Handle) -> None:
+    """A blocked customer: the first step fails with a business error, nothing is held."""
+
+
 async def cancelled(handle: Handle) -> None:
     """Cancelled by the Update while the warehouse picks: pick/pack cancelled, void, release."""
     await _until(handle, OrderStatus.FULFILLING)
@@ -187,6 +192,7 @@ async def exchange(handle: Handle) -> None:
 PATHS: dict[str, tuple[str, Callable[[Handle], Awaitable[None]], OrderStatus]] = {
     "happy": ("tok_visa", happy, OrderStatus.COMPLETED),
     "declined": ("tok_chargeDeclined", declined, OrderStatus.PAYMENT_DECLINED),
+    "rejected": ("tok_visa", rejected, OrderStatus.REJECTED),
     "cancelled": ("tok_visa", cancelled, OrderStatus.CANCELLED),
     "return_to_sender": ("tok_visa", returned, OrderStatus.DELIVERY_FAILED),
     "return_refund": ("tok_visa", return_refund, OrderStatus.COMPLETED),

@@ -21,7 +21,11 @@ HISTORIES = {
 
 
 def test_every_guarded_path_has_a_recorded_history() -> None:
-    assert set(HISTORIES) >= {"happy", "declined", "cancelled"}
+    for shape in ("", ".local-steps"):
+        required = {"happy", "declined", "cancelled", "return_refund", "exchange"}
+        if shape:
+            required.add("rejected")  # a local activity's business failure
+        assert set(HISTORIES) >= {name + shape for name in required}
 
 
 @pytest.mark.parametrize("name", sorted(HISTORIES))
