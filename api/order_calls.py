@@ -58,9 +58,9 @@ def read_model_view(engine: Engine, order_id: str) -> OrderView | None:
 async def load_order(client: Client, engine: Engine, order_id: str) -> OrderView:
     """The order from its read model; the workflow itself only for an order not recorded yet.
 
-    The workflow records every change in the read model before it moves on, so a read is as
-    current as a query, and a poll costs the server and the worker nothing. Only in the moment
-    between the start and the first record does a query answer.
+    The workflow records each change in the read model within the workflow task that makes it,
+    so a read trails the workflow by moments, and a poll costs the server and the worker
+    nothing. Only in the moment between the start and the first record does a query answer.
     """
     stored = await to_thread.run_sync(read_model_view, engine, order_id)
     if stored is not None:
