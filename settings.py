@@ -142,8 +142,8 @@ class Settings(BaseSettings):
 
     activity_threads: int = 32
     workflow_cache_size: int = Field(
-        default=500,
-        description="Orders the worker keeps in memory between their steps (about 0.3 MB "
+        default=300,
+        description="Orders the worker keeps in memory between their steps (about 0.4 MB "
         "each); the others are replayed from their history when they next move",
     )
 
