@@ -26,7 +26,7 @@ class SimulatedCarrier:
     Its tracking events arrive later as signed webhooks (see the API), as a real carrier's do.
     """
 
-    name = "ordermill-express"
+    name = "simulated-carrier"
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine

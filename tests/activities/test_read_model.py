@@ -31,7 +31,7 @@ def snapshot(version: int, *, events: int = 0) -> RecordOrderInput:
     shipment = None
     if status is OrderStatus.SHIPPED:
         shipment = ShipmentView(
-            carrier="ordermill-express",
+            carrier="simulated-carrier",
             tracking_number="OMTRACK1",
             status=CarrierStatus.IN_TRANSIT if events else None,
             events=[
@@ -98,7 +98,7 @@ def test_shipment_status_and_events_are_recorded_once(engine: Engine) -> None:
                 tracking_number="OMTRACK1",
                 idempotency_key="book-1",
                 order_id="o-1",
-                carrier="ordermill-express",
+                carrier="simulated-carrier",
                 service="standard",
             )
         )

@@ -167,7 +167,7 @@ def orphan_shipment(engine: Engine, prefix: str = "OMTEST") -> str:
                 tracking_number=tracking,
                 idempotency_key=new_id("ship"),
                 order_id=new_id("ord_gone"),
-                carrier="ordermill-express",
+                carrier="simulated-carrier",
                 service="standard",
             )
         )
