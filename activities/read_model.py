@@ -14,6 +14,7 @@ from models.tables import (
     OrderRecord,
     Shipment,
     ShipmentEvent,
+    placed_order_record,
     shipment_event_row,
     utcnow,
 )
@@ -31,15 +32,7 @@ class ReadModelActivities:
             if row is not None and row.version >= request.version:
                 return
             if row is None:
-                row = OrderRecord(
-                    order_id=order.order_id,
-                    customer_id=order.customer_id,
-                    placed_by=order.placed_by,
-                    status=order.status.value,
-                    placed_at=order.placed_at,
-                    updated_at=order.updated_at,
-                    view_json="{}",
-                )
+                row = placed_order_record(order)
             row.status = order.status.value
             row.reason_code = order.reason.code if order.reason else None
             row.total = order.totals.total if order.totals else None

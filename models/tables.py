@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Column, DateTime, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from models.orders import CarrierEvent
+from models.orders import CarrierEvent, OrderView
 
 
 def utcnow() -> datetime:
@@ -128,6 +128,20 @@ class OrderRecord(SQLModel, table=True):
     placed_at: datetime = Field(index=True, sa_type=DateTime(timezone=True))
     updated_at: datetime = Field(sa_type=DateTime(timezone=True))
     view_json: str = Field(sa_column=Column(Text, nullable=False))
+
+
+def placed_order_record(view: OrderView) -> OrderRecord:
+    """An order's first read-model row, as it was placed: version 0, which the workflow's own
+    records (1, 2, ...) replace."""
+    return OrderRecord(
+        order_id=view.order_id,
+        customer_id=view.customer_id,
+        placed_by=view.placed_by,
+        status=view.status.value,
+        placed_at=view.placed_at,
+        updated_at=view.updated_at,
+        view_json=view.model_dump_json(),
+    )
 
 
 class OrderEvent(SQLModel, table=True):

@@ -7,6 +7,7 @@ No handler ever awaits an order's result: an order lives for days.
 import base64
 import binascii
 import json
+import logging
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated
@@ -15,6 +16,7 @@ from anyio import to_thread
 from fastapi import APIRouter, Body, Header, Path, Query, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, and_, or_
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session, col, select
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
@@ -47,11 +49,12 @@ from models.orders import (
     PlaceOrderInput,
     received_view,
 )
-from models.tables import Customer, OrderRecord, Product
+from models.tables import Customer, OrderRecord, Product, placed_order_record
 from models.wire import UPDATE_CANCEL
 from temporal_client import start_order
 
 router = APIRouter(prefix="/orders", tags=["orders"])
+log = logging.getLogger("ordermill.api.orders")
 
 CANCEL_REFUSED = Refusal("CancelRefused", "cancel-refused", "The order can no longer be cancelled")
 
@@ -172,11 +175,30 @@ async def place_order(
     if not replayed:
         # A new order id, so this request started the workflow: the order is `received`.
         # Querying it would wait for its worker's first task, most of the request's time.
-        return received_view(order)
+        placed = received_view(order)
+        await to_thread.run_sync(_record_placed, engine, placed)
+        return placed
     try:
         return await load_order(client, engine, order_id)
     except ApiProblem:  # started, but neither its worker nor the read model has it yet
         return received_view(order)
+
+
+def _record_placed(engine: Engine, placed: OrderView) -> None:
+    """Put the new order in the read model now, so reading and listing it never wait for a
+    worker; the workflow's own records replace this one. The order is placed either way: a
+    failure here is logged, not answered."""
+    try:
+        with Session(engine) as session:
+            if session.get(OrderRecord, placed.order_id) is not None:
+                return  # the workflow recorded it first
+            session.add(placed_order_record(placed))
+            try:
+                session.commit()
+            except IntegrityError:  # ... at the same moment
+                session.rollback()
+    except SQLAlchemyError as err:
+        log.warning("order %s placed but not yet in the read model: %s", placed.order_id, err)
 
 
 # ---- reading and listing ---------------------------------------------------------------------

@@ -137,6 +137,24 @@ async def test_place_answers_202_with_location_and_the_view(api: httpx.AsyncClie
     assert followed.json()["order_id"] == view["order_id"]
 
 
+async def test_an_order_is_readable_and_listed_at_once_even_with_no_worker_running(
+    api: httpx.AsyncClient, e2e_stack: E2EStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read model has the order from the moment POST answers, not from its first step."""
+    monkeypatch.setattr("temporal_client.TASK_QUEUE", f"no-worker-{new_id('q')}")
+    placed = await api.post("/orders", json=order_body())
+    assert placed.status_code == 202, placed.text
+    order_id = placed.json()["order_id"]
+    try:
+        read = await api.get(f"/orders/{order_id}")
+        assert read.status_code == 200, read.text
+        assert read.json() == placed.json()
+        listed = await api.get("/orders", params={"status": "received", "limit": 100})
+        assert order_id in [o["order_id"] for o in listed.json()["items"]]
+    finally:
+        await e2e_stack.client.get_workflow_handle(order_workflow_id(order_id)).terminate()
+
+
 async def test_a_declined_card_ends_the_order_and_it_stays_readable(
     api: httpx.AsyncClient,
 ) -> None:
