@@ -60,7 +60,8 @@ async def load_order(client: Client, engine: Engine, order_id: str) -> OrderView
 
     The workflow records each change in the read model within the workflow task that makes it,
     so a read trails the workflow by moments, and a poll costs the server and the worker
-    nothing. Only in the moment between the start and the first record does a query answer.
+    nothing. POST /orders records a placed order itself; only an order started elsewhere (the
+    CLI) is queried, until the workflow's first record.
     """
     stored = await to_thread.run_sync(read_model_view, engine, order_id)
     if stored is not None:
