@@ -91,7 +91,7 @@ def compile_workflows() -> None:
     """Write the workflow modules' bytecode, even where PYTHONDONTWRITEBYTECODE is set.
 
     The sandbox imports the workflow module afresh for every order it runs; without a .pyc it
-    compiles the source each time, which was a seventh of the worker's CPU under `make bench`.
+    compiles the source each time: a seventh of the worker's busy samples under `make bench`.
     A tree the worker cannot write is compiled when its image is built (Dockerfile).
     """
     compileall.compile_dir(Path(__file__).parent / "workflows", quiet=2)
