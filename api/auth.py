@@ -23,27 +23,19 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated
 
-from anyio import to_thread
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
-from sqlmodel import Session
 from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import EngineDep, TemporalClientDep
-from api.order_calls import temporal_unavailable
+from api.order_calls import load_order
 from api.problems import ApiProblem, not_found
-from database import read_only
-from models.orders import OrderView
-from models.tables import OrderRecord
-from models.wire import QUERY_STATUS, order_workflow_id
 from settings import ApiKeyEntry
 
 log = logging.getLogger("ordermill.api.auth")
 
 REALM = "ordermill"
-OWNER_QUERY_TIMEOUT = timedelta(seconds=2)
 # What an order id can look like (api.routes.orders.OrderId); anything else is no order at all.
 _ORDER_ID = re.compile(r"[A-Za-z0-9_-]{1,100}")
 
@@ -169,43 +161,13 @@ OperatorDep = Annotated[Principal, Depends(require_operator)]
 # ---- order ownership -------------------------------------------------------------------------
 
 
-class OrderUnreachable(Exception):
-    """Temporal did not answer, so who owns the order cannot be told."""
-
-
-def _recorded_owner(engine: Engine, order_id: str) -> tuple[bool, str | None]:
-    with Session(read_only(engine)) as session:
-        row = session.get(OrderRecord, order_id)
-        return (row is not None, row.placed_by if row is not None else None)
-
-
-async def order_owner(client: Client, engine: Engine, order_id: str) -> str | None:
-    """Who placed the order; raises the 404 problem when there is no such order.
-
-    The read model answers for all but the newest orders; those the workflow itself answers.
-    """
-    recorded, owner = await to_thread.run_sync(_recorded_owner, engine, order_id)
-    if recorded:
-        return owner
-    handle = client.get_workflow_handle(order_workflow_id(order_id))
-    try:
-        view: OrderView = await handle.query(
-            QUERY_STATUS, result_type=OrderView, rpc_timeout=OWNER_QUERY_TIMEOUT
-        )
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            raise not_found("order", f"there is no order {order_id}") from None
-        raise OrderUnreachable(str(err)) from None
-    return view.placed_by
-
-
 async def owns(principal: Principal, client: Client, engine: Engine, order_id: str) -> bool:
     if principal.is_operator:
         return True
     if not _ORDER_ID.fullmatch(order_id):
         return False
     try:
-        owner = await order_owner(client, engine, order_id)
+        owner = (await load_order(client, engine, order_id)).placed_by
     except ApiProblem:
         return False
     return owner is not None and hmac.compare_digest(owner, principal.name)
@@ -225,12 +187,10 @@ async def require_order_access(
     hidden = not_found("order", f"there is no order {order_id}")
     if not _ORDER_ID.fullmatch(order_id):
         raise hidden
-    try:
-        owner = await order_owner(client, engine, order_id)
-    except OrderUnreachable as err:
-        raise temporal_unavailable(err) from None
-    if owner is None or not hmac.compare_digest(owner, principal.name):
+    order = await load_order(client, engine, order_id)  # 404 or 503 problems as they are
+    if order.placed_by is None or not hmac.compare_digest(order.placed_by, principal.name):
         raise hidden
+    request.state.order = order  # GET /orders/{order_id} answers with it: one read, not two
 
 
 OrderAccess = Depends(require_order_access)
