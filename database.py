@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Engine, event, inspect, text
 from sqlmodel import Session, SQLModel, create_engine
 
-from models.tables import Customer, Product
+from models.tables import Customer, Product, Stock, Warehouse
 
 
 def make_engine(url: str) -> Engine:
@@ -106,12 +106,28 @@ DEMO_CUSTOMERS = [
     ),
 ]
 
+DEMO_WAREHOUSES = [
+    Warehouse(code="WH-EAST", name="East coast fulfilment centre", rank=1),
+    Warehouse(code="WH-WEST", name="West coast fulfilment centre", rank=2),
+]
+
 DEMO_PRODUCTS = [
-    Product(sku="BOOK-DUNE", name="Dune (paperback)", price=1899, stock_on_hand=1_000_000),
-    Product(sku="BOOK-NEUROMANCER", name="Neuromancer (paperback)", price=1599, stock_on_hand=500),
-    Product(sku="BOOK-LASTCOPY", name="Signed first edition", price=25000, stock_on_hand=1),
-    Product(sku="BOOK-SOLDOUT", name="Out-of-print atlas", price=4999, stock_on_hand=0),
+    Product(sku="BOOK-DUNE", name="Dune (paperback)", price=1899),
+    Product(sku="BOOK-NEUROMANCER", name="Neuromancer (paperback)", price=1599),
+    Product(sku="BOOK-EARTHSEA", name="A Wizard of Earthsea (paperback)", price=1299),
+    Product(sku="BOOK-LASTCOPY", name="Signed first edition", price=25000),
+    Product(sku="BOOK-SOLDOUT", name="Out-of-print atlas", price=4999),  # stocked nowhere
     Product(sku="EBOOK-DUNE", name="Dune (e-book)", price=999, digital=True),
+]
+
+# Dune in both warehouses (any order fits one parcel); Neuromancer only east and Earthsea only
+# west, so ordering both ships two parcels; the last copy is the race the tests run.
+DEMO_STOCK = [
+    Stock(sku="BOOK-DUNE", warehouse="WH-EAST", on_hand=500_000),
+    Stock(sku="BOOK-DUNE", warehouse="WH-WEST", on_hand=500_000),
+    Stock(sku="BOOK-NEUROMANCER", warehouse="WH-EAST", on_hand=500),
+    Stock(sku="BOOK-EARTHSEA", warehouse="WH-WEST", on_hand=200),
+    Stock(sku="BOOK-LASTCOPY", warehouse="WH-EAST", on_hand=1),
 ]
 
 
@@ -121,9 +137,16 @@ def seed_demo_data(engine: Engine) -> None:
         for customer in DEMO_CUSTOMERS:
             if session.get(Customer, customer.id) is None:
                 session.add(Customer.model_validate(customer.model_dump()))
+        for warehouse in DEMO_WAREHOUSES:
+            if session.get(Warehouse, warehouse.code) is None:
+                session.add(Warehouse.model_validate(warehouse.model_dump()))
         for product in DEMO_PRODUCTS:
             if session.get(Product, product.sku) is None:
                 session.add(Product.model_validate(product.model_dump()))
+        session.flush()  # the stock rows below refer to these
+        for stock in DEMO_STOCK:
+            if session.get(Stock, (stock.sku, stock.warehouse)) is None:
+                session.add(Stock.model_validate(stock.model_dump()))
         session.commit()
 
 

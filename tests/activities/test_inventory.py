@@ -1,6 +1,11 @@
-"""InventoryActivities against a real database (SQLite, and PostgreSQL when configured)."""
+"""InventoryActivities against a real database (SQLite, and PostgreSQL when configured).
+
+The seeded stock (database.DEMO_STOCK): Dune in both warehouses, Neuromancer in WH-EAST only,
+Earthsea in WH-WEST only, the last copy in WH-EAST, the sold-out atlas nowhere.
+"""
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -11,61 +16,192 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.errors import OUT_OF_STOCK, UNKNOWN_SKU
 from activities.inventory import InventoryActivities
-from models.activities import OrderRef, Reservation, ReserveStockInput
-from models.orders import OrderItem
-from models.tables import Product, StockReservation
+from models.activities import (
+    CommitStockInput,
+    OrderRef,
+    Reservation,
+    ReserveStockInput,
+    RestockInput,
+    StockAllocation,
+)
+from models.orders import OrderItem, ShipmentLine
+from models.tables import Product, Stock, StockReservation
+
+EAST, WEST = "WH-EAST", "WH-WEST"
 
 
-def reserve_input(order_id: str, **items: int) -> ReserveStockInput:
+def reserve_input(order_id: str, single_warehouse: bool = False, **items: int) -> ReserveStockInput:
     return ReserveStockInput(
         order_id=order_id,
         items=[OrderItem(sku=sku.replace("_", "-"), quantity=qty) for sku, qty in items.items()],
+        single_warehouse=single_warehouse,
     )
 
 
-def stock(engine: Engine, sku: str) -> tuple[int, int]:
+def parcel(warehouse: str, **lines: int) -> StockAllocation:
+    return StockAllocation(
+        warehouse=warehouse,
+        lines=[ShipmentLine(sku=sku.replace("_", "-"), quantity=q) for sku, q in lines.items()],
+    )
+
+
+def stock(engine: Engine, sku: str, warehouse: str) -> tuple[int, int]:
     """(on hand, reserved)"""
     with Session(engine) as session:
-        product = session.get(Product, sku)
-        assert product is not None
-        return product.stock_on_hand, product.stock_reserved
+        row = session.get(Stock, (sku, warehouse))
+        assert row is not None
+        return row.on_hand, row.reserved
 
 
-def holds(engine: Engine, order_id: str) -> list[tuple[str, int, str]]:
+def holds(engine: Engine, order_id: str) -> list[tuple[str, str, int, str]]:
     with Session(engine) as session:
         rows = session.exec(
             select(StockReservation).where(StockReservation.order_id == order_id)
         ).all()
-        return sorted((row.sku, row.quantity, row.status) for row in rows)
+        return sorted((row.sku, row.warehouse, row.quantity, row.status) for row in rows)
+
+
+def stock_product(engine: Engine, sku: str, **on_hand: int) -> None:
+    """A product of the test's own, with `on_hand` units per warehouse (WH_EAST=1, ...)."""
+    with Session(engine) as session:
+        session.add(Product(sku=sku, name=f"Test {sku}", price=100))
+        session.flush()
+        for warehouse, units in on_hand.items():
+            session.add(Stock(sku=sku, warehouse=warehouse.replace("_", "-"), on_hand=units))
+        session.commit()
+
+
+def race(
+    racers: int, attempt: Callable[[int], Reservation]
+) -> list[Reservation | ApplicationError]:
+    """Run `attempt(n)` for n in range(racers) at once; a business failure is an outcome."""
+    start = threading.Barrier(racers)
+
+    def run(n: int) -> Reservation | ApplicationError:
+        start.wait()
+        try:
+            return attempt(n)
+        except ApplicationError as err:
+            return err
+
+    with ThreadPoolExecutor(max_workers=racers) as pool:
+        return list(pool.map(run, range(racers)))
+
+
+def assert_out_of_stock(outcomes: list[object], sku: str) -> None:
+    for lost in outcomes:
+        assert isinstance(lost, ApplicationError), lost
+        assert lost.type == OUT_OF_STOCK
+        assert lost.non_retryable
+        assert lost.details == ("out_of_stock",)
+        assert sku in lost.message
+
+
+# ---- races -----------------------------------------------------------------------------------
 
 
 def test_racing_orders_for_the_last_copy_exactly_one_wins(engine: Engine) -> None:
     inventory = InventoryActivities(engine)
     racers = 6
-    start = threading.Barrier(racers)
-
-    def reserve(order_id: str) -> Reservation | ApplicationError:
-        env = ActivityEnvironment()
-        start.wait()
-        try:
-            return env.run(inventory.reserve_stock, reserve_input(order_id, BOOK_LASTCOPY=1))
-        except ApplicationError as err:
-            return err
-
-    with ThreadPoolExecutor(max_workers=racers) as pool:
-        outcomes = list(pool.map(reserve, [f"race-{n}" for n in range(racers)]))
+    outcomes = race(
+        racers,
+        lambda n: ActivityEnvironment().run(
+            inventory.reserve_stock, reserve_input(f"race-{n}", BOOK_LASTCOPY=1)
+        ),
+    )
 
     winners = [o for o in outcomes if isinstance(o, Reservation)]
-    losers = [o for o in outcomes if isinstance(o, ApplicationError)]
     assert len(winners) == 1, outcomes
-    assert len(losers) == racers - 1, outcomes
-    for lost in losers:
-        assert lost.type == OUT_OF_STOCK
-        assert lost.non_retryable
-        assert lost.details == ("out_of_stock",)
-        assert "BOOK-LASTCOPY" in lost.message
-    assert stock(engine, "BOOK-LASTCOPY") == (1, 1)
-    assert holds(engine, winners[0].order_id) == [("BOOK-LASTCOPY", 1, "held")]
+    assert_out_of_stock([o for o in outcomes if o not in winners], "BOOK-LASTCOPY")
+    assert winners[0].parcels == [parcel(EAST, BOOK_LASTCOPY=1)]
+    assert stock(engine, "BOOK-LASTCOPY", EAST) == (1, 1)
+    assert holds(engine, winners[0].order_id) == [("BOOK-LASTCOPY", EAST, 1, "held")]
+
+
+def test_racing_orders_for_one_unit_in_each_of_two_warehouses_exactly_two_win(
+    engine: Engine,
+) -> None:
+    """A loser of the first warehouse's unit re-reads and may still win the second's."""
+    stock_product(engine, "TWO-COPIES", WH_EAST=1, WH_WEST=1)
+    inventory = InventoryActivities(engine)
+    racers = 8
+    outcomes = race(
+        racers,
+        lambda n: ActivityEnvironment().run(
+            inventory.reserve_stock, reserve_input(f"race-{n}", TWO_COPIES=1)
+        ),
+    )
+
+    winners = [o for o in outcomes if isinstance(o, Reservation)]
+    assert len(winners) == 2, outcomes
+    assert_out_of_stock([o for o in outcomes if o not in winners], "TWO-COPIES")
+    assert sorted(w.parcels[0].warehouse for w in winners) == [EAST, WEST]
+    assert stock(engine, "TWO-COPIES", EAST) == (1, 1)
+    assert stock(engine, "TWO-COPIES", WEST) == (1, 1)
+
+
+def test_racing_orders_for_both_split_units_exactly_one_wins_both(engine: Engine) -> None:
+    stock_product(engine, "TWO-COPIES", WH_EAST=1, WH_WEST=1)
+    inventory = InventoryActivities(engine)
+    racers = 6
+    outcomes = race(
+        racers,
+        lambda n: ActivityEnvironment().run(
+            inventory.reserve_stock, reserve_input(f"race-{n}", TWO_COPIES=2)
+        ),
+    )
+
+    winners = [o for o in outcomes if isinstance(o, Reservation)]
+    assert len(winners) == 1, outcomes
+    assert_out_of_stock([o for o in outcomes if o not in winners], "TWO-COPIES")
+    assert winners[0].parcels == [parcel(EAST, TWO_COPIES=1), parcel(WEST, TWO_COPIES=1)]
+    assert holds(engine, winners[0].order_id) == [
+        ("TWO-COPIES", EAST, 1, "held"),
+        ("TWO-COPIES", WEST, 1, "held"),
+    ]
+
+
+def test_concurrent_attempts_of_one_reservation_hold_once(engine: Engine) -> None:
+    """A timed-out attempt still running beside its retry must not hold twice."""
+    inventory = InventoryActivities(engine)
+    racers = 4
+    outcomes = race(
+        racers,
+        lambda _: ActivityEnvironment().run(
+            inventory.reserve_stock, reserve_input("o-1", BOOK_DUNE=2, BOOK_EARTHSEA=1)
+        ),
+    )
+
+    assert all(o == outcomes[0] for o in outcomes), outcomes
+    assert isinstance(outcomes[0], Reservation)
+    assert outcomes[0].parcels == [parcel(WEST, BOOK_DUNE=2, BOOK_EARTHSEA=1)]
+    assert stock(engine, "BOOK-DUNE", WEST) == (500_000, 2)
+    assert stock(engine, "BOOK-DUNE", EAST) == (500_000, 0)
+
+
+def test_concurrent_releases_of_one_order_give_the_stock_back_once(engine: Engine) -> None:
+    """A timed-out attempt still running beside its retry must not release twice."""
+    inventory = InventoryActivities(engine)
+    ActivityEnvironment().run(
+        inventory.reserve_stock, reserve_input("o-1", BOOK_NEUROMANCER=5, BOOK_EARTHSEA=1)
+    )
+    racers = 4
+    start = threading.Barrier(racers)
+
+    def release(_: int) -> int:
+        env = ActivityEnvironment()
+        start.wait()
+        return env.run(inventory.release_stock, OrderRef(order_id="o-1"))
+
+    with ThreadPoolExecutor(max_workers=racers) as pool:
+        released = list(pool.map(release, range(racers)))
+
+    assert sorted(released) == [0] * (racers - 1) + [6]
+    assert stock(engine, "BOOK-NEUROMANCER", EAST) == (500, 0)
+    assert stock(engine, "BOOK-EARTHSEA", WEST) == (200, 0)
+
+
+# ---- reserving -------------------------------------------------------------------------------
 
 
 def test_reserve_prices_from_the_catalog_and_holds_only_physical_lines(engine: Engine) -> None:
@@ -78,8 +214,75 @@ def test_reserve_prices_from_the_catalog_and_holds_only_physical_lines(engine: E
         ("BOOK-DUNE", 1899, False),
         ("EBOOK-DUNE", 999, True),
     ]
-    assert holds(engine, "o-1") == [("BOOK-DUNE", 2, "held")]
-    assert stock(engine, "BOOK-DUNE")[1] == 2
+    assert reservation.parcels == [parcel(EAST, BOOK_DUNE=2)]  # the e-book is in no parcel
+    assert holds(engine, "o-1") == [("BOOK-DUNE", EAST, 2, "held")]
+    assert stock(engine, "BOOK-DUNE", EAST) == (500_000, 2)
+
+
+def test_a_digital_only_order_needs_no_parcel(engine: Engine) -> None:
+    reservation = ActivityEnvironment().run(
+        InventoryActivities(engine).reserve_stock, reserve_input("o-1", EBOOK_DUNE=1)
+    )
+    assert reservation.parcels == []
+    assert holds(engine, "o-1") == []
+
+
+def test_an_order_one_warehouse_holds_ships_from_it_alone(engine: Engine) -> None:
+    reservation = ActivityEnvironment().run(
+        InventoryActivities(engine).reserve_stock,
+        reserve_input("o-1", BOOK_EARTHSEA=1, BOOK_DUNE=3),
+    )
+    # WH-EAST ranks first but has no Earthsea: one parcel from WH-WEST beats two.
+    assert reservation.parcels == [parcel(WEST, BOOK_EARTHSEA=1, BOOK_DUNE=3)]
+
+
+def test_an_order_no_warehouse_holds_alone_ships_in_parcels_in_rank_order(
+    engine: Engine,
+) -> None:
+    reservation = ActivityEnvironment().run(
+        InventoryActivities(engine).reserve_stock,
+        reserve_input("o-1", BOOK_EARTHSEA=1, BOOK_DUNE=1, BOOK_NEUROMANCER=2),
+    )
+
+    # Dune fits in WH-EAST, the first of the pair; lines keep the order they were asked in.
+    assert reservation.parcels == [
+        parcel(EAST, BOOK_DUNE=1, BOOK_NEUROMANCER=2),
+        parcel(WEST, BOOK_EARTHSEA=1),
+    ]
+    assert [line.sku for line in reservation.lines] == [
+        "BOOK-EARTHSEA",
+        "BOOK-DUNE",
+        "BOOK-NEUROMANCER",
+    ]
+    assert holds(engine, "o-1") == [
+        ("BOOK-DUNE", EAST, 1, "held"),
+        ("BOOK-EARTHSEA", WEST, 1, "held"),
+        ("BOOK-NEUROMANCER", EAST, 2, "held"),
+    ]
+
+
+def test_a_line_no_warehouse_holds_alone_is_split(engine: Engine) -> None:
+    stock_product(engine, "FEW-COPIES", WH_EAST=3, WH_WEST=2)
+    reservation = ActivityEnvironment().run(
+        InventoryActivities(engine).reserve_stock, reserve_input("o-1", FEW_COPIES=4)
+    )
+
+    assert reservation.parcels == [parcel(EAST, FEW_COPIES=3), parcel(WEST, FEW_COPIES=1)]
+    assert stock(engine, "FEW-COPIES", EAST) == (3, 3)
+    assert stock(engine, "FEW-COPIES", WEST) == (2, 1)
+
+
+def test_single_warehouse_refuses_an_order_that_would_be_split(engine: Engine) -> None:
+    with pytest.raises(ApplicationError) as failed:
+        ActivityEnvironment().run(
+            InventoryActivities(engine).reserve_stock,
+            reserve_input("o-1", single_warehouse=True, BOOK_NEUROMANCER=1, BOOK_EARTHSEA=1),
+        )
+
+    assert (failed.value.type, failed.value.non_retryable) == (OUT_OF_STOCK, True)
+    assert "single warehouse" in failed.value.message
+    assert holds(engine, "o-1") == []
+    assert stock(engine, "BOOK-NEUROMANCER", EAST) == (500, 0)
 
 
 def test_reserve_is_all_or_nothing(engine: Engine) -> None:
@@ -91,7 +294,8 @@ def test_reserve_is_all_or_nothing(engine: Engine) -> None:
 
     assert failed.value.type == OUT_OF_STOCK
     assert "BOOK-SOLDOUT" in failed.value.message
-    assert stock(engine, "BOOK-DUNE")[1] == 0  # the line that fitted was not held either
+    assert "BOOK-DUNE" not in failed.value.message
+    assert stock(engine, "BOOK-DUNE", EAST)[1] == 0  # the line that fitted was not held either
     assert holds(engine, "o-1") == []
 
 
@@ -103,55 +307,87 @@ def test_unknown_sku_is_a_business_failure(engine: Engine) -> None:
     assert (failed.value.type, failed.value.non_retryable) == (UNKNOWN_SKU, True)
 
 
-def test_a_retried_reserve_holds_once(engine: Engine) -> None:
+def test_a_retried_reserve_holds_once_and_answers_the_same(engine: Engine) -> None:
     inventory = InventoryActivities(engine)
     env = ActivityEnvironment()
-    first = env.run(inventory.reserve_stock, reserve_input("o-1", BOOK_NEUROMANCER=3))
-    again = env.run(inventory.reserve_stock, reserve_input("o-1", BOOK_NEUROMANCER=3))
+    request = reserve_input("o-1", BOOK_EARTHSEA=1, BOOK_NEUROMANCER=3, BOOK_DUNE=1)
+    first = env.run(inventory.reserve_stock, request)
+    # Even once other orders have taken WH-EAST's Dune, the retry answers what was held.
+    with Session(engine) as session:
+        dune = session.get(Stock, ("BOOK-DUNE", EAST))
+        assert dune is not None
+        dune.reserved = dune.on_hand
+        session.add(dune)
+        session.commit()
+    again = env.run(inventory.reserve_stock, request)
 
     assert again == first
-    assert stock(engine, "BOOK-NEUROMANCER") == (500, 3)
-    assert holds(engine, "o-1") == [("BOOK-NEUROMANCER", 3, "held")]
+    assert stock(engine, "BOOK-NEUROMANCER", EAST) == (500, 3)
+    assert holds(engine, "o-1") == [
+        ("BOOK-DUNE", EAST, 1, "held"),
+        ("BOOK-EARTHSEA", WEST, 1, "held"),
+        ("BOOK-NEUROMANCER", EAST, 3, "held"),
+    ]
 
 
-def test_release_gives_the_stock_back_once(engine: Engine) -> None:
+# ---- settling and restocking -----------------------------------------------------------------
+
+
+def test_release_gives_every_warehouses_stock_back_once(engine: Engine) -> None:
     inventory = InventoryActivities(engine)
     env = ActivityEnvironment()
-    env.run(inventory.reserve_stock, reserve_input("o-1", BOOK_NEUROMANCER=2))
+    env.run(inventory.reserve_stock, reserve_input("o-1", BOOK_NEUROMANCER=2, BOOK_EARTHSEA=1))
 
-    assert env.run(inventory.release_stock, OrderRef(order_id="o-1")) == 2
+    assert env.run(inventory.release_stock, OrderRef(order_id="o-1")) == 3
     assert env.run(inventory.release_stock, OrderRef(order_id="o-1")) == 0
-    assert stock(engine, "BOOK-NEUROMANCER") == (500, 0)
-    assert holds(engine, "o-1") == [("BOOK-NEUROMANCER", 2, "released")]
+    assert stock(engine, "BOOK-NEUROMANCER", EAST) == (500, 0)
+    assert stock(engine, "BOOK-EARTHSEA", WEST) == (200, 0)
+    assert holds(engine, "o-1") == [
+        ("BOOK-EARTHSEA", WEST, 1, "released"),
+        ("BOOK-NEUROMANCER", EAST, 2, "released"),
+    ]
 
 
-def test_commit_takes_the_stock_off_hand_once(engine: Engine) -> None:
+def test_commit_takes_one_warehouses_stock_off_hand_once(engine: Engine) -> None:
     inventory = InventoryActivities(engine)
     env = ActivityEnvironment()
-    env.run(inventory.reserve_stock, reserve_input("o-1", BOOK_NEUROMANCER=2))
+    env.run(inventory.reserve_stock, reserve_input("o-1", BOOK_NEUROMANCER=2, BOOK_EARTHSEA=1))
+    east = CommitStockInput(order_id="o-1", warehouse=EAST)
 
-    assert env.run(inventory.commit_stock, OrderRef(order_id="o-1")) == 2
-    assert env.run(inventory.commit_stock, OrderRef(order_id="o-1")) == 0
-    # Shipped stock is gone for good: a late release must not give it back.
-    assert env.run(inventory.release_stock, OrderRef(order_id="o-1")) == 0
-    assert stock(engine, "BOOK-NEUROMANCER") == (498, 0)
-    assert holds(engine, "o-1") == [("BOOK-NEUROMANCER", 2, "committed")]
+    assert env.run(inventory.commit_stock, east) == 2
+    assert env.run(inventory.commit_stock, east) == 0
+    assert stock(engine, "BOOK-NEUROMANCER", EAST) == (498, 0)
+    assert stock(engine, "BOOK-EARTHSEA", WEST) == (200, 1)  # its parcel has not left yet
+    # Shipped stock is gone for good: a release gives back only what has not left.
+    assert env.run(inventory.release_stock, OrderRef(order_id="o-1")) == 1
+    assert stock(engine, "BOOK-NEUROMANCER", EAST) == (498, 0)
+    assert stock(engine, "BOOK-EARTHSEA", WEST) == (200, 0)
+    assert holds(engine, "o-1") == [
+        ("BOOK-EARTHSEA", WEST, 1, "released"),
+        ("BOOK-NEUROMANCER", EAST, 2, "committed"),
+    ]
 
 
-def test_concurrent_releases_of_one_order_give_the_stock_back_once(engine: Engine) -> None:
-    """A timed-out attempt still running beside its retry must not release twice."""
+def test_restock_puts_units_back_where_they_left_once_per_return(engine: Engine) -> None:
     inventory = InventoryActivities(engine)
-    ActivityEnvironment().run(inventory.reserve_stock, reserve_input("o-1", BOOK_NEUROMANCER=5))
-    racers = 4
-    start = threading.Barrier(racers)
+    env = ActivityEnvironment()
+    env.run(inventory.reserve_stock, reserve_input("o-1", BOOK_NEUROMANCER=2, BOOK_EARTHSEA=1))
+    for warehouse in (EAST, WEST):
+        env.run(inventory.commit_stock, CommitStockInput(order_id="o-1", warehouse=warehouse))
+    returned = RestockInput(
+        order_id="o-1",
+        return_id="ret-1",
+        parcels=[parcel(EAST, BOOK_NEUROMANCER=1), parcel(WEST, BOOK_EARTHSEA=1)],
+    )
 
-    def release(_: int) -> int:
-        env = ActivityEnvironment()
-        start.wait()
-        return env.run(inventory.release_stock, OrderRef(order_id="o-1"))
+    assert env.run(inventory.restock, returned) == 2
+    assert env.run(inventory.restock, returned) == 0
+    assert stock(engine, "BOOK-NEUROMANCER", EAST) == (499, 0)
+    assert stock(engine, "BOOK-EARTHSEA", WEST) == (200, 0)
 
-    with ThreadPoolExecutor(max_workers=racers) as pool:
-        released = list(pool.map(release, range(racers)))
-
-    assert sorted(released) == [0] * (racers - 1) + [5]
-    assert stock(engine, "BOOK-NEUROMANCER") == (500, 0)
+    # A second return of the same order restocks on its own.
+    second = RestockInput(
+        order_id="o-1", return_id="ret-2", parcels=[parcel(EAST, BOOK_NEUROMANCER=1)]
+    )
+    assert env.run(inventory.restock, second) == 1
+    assert stock(engine, "BOOK-NEUROMANCER", EAST) == (500, 0)
