@@ -11,7 +11,7 @@ from models.orders import (
     OrderItem,
     OrderLine,
     OrderView,
-    ReturnLine,
+    ShipmentLine,
 )
 
 
@@ -30,15 +30,33 @@ class VerifiedCustomer(BaseModel):
 class ReserveStockInput(BaseModel):
     order_id: str
     items: list[OrderItem]
+    # An exchange ships in one parcel: refuse rather than split it across warehouses.
+    single_warehouse: bool = False
+
+
+class StockAllocation(BaseModel):
+    """The units one warehouse holds for an order: one parcel's worth."""
+
+    warehouse: str
+    lines: list[ShipmentLine]
 
 
 class Reservation(BaseModel):
     order_id: str
     lines: list[OrderLine]
+    # One per warehouse, in the warehouses' order; digital lines are in none.
+    parcels: list[StockAllocation] = []
 
 
 class OrderRef(BaseModel):
     order_id: str
+
+
+class CommitStockInput(BaseModel):
+    """One warehouse's held stock for the order left with its parcel."""
+
+    order_id: str
+    warehouse: str
 
 
 class AuthorizePaymentInput(BaseModel):
@@ -55,14 +73,18 @@ class PaymentAuthorization(BaseModel):
 
 
 class CapturePaymentInput(BaseModel):
+    """One of possibly several partial captures against one authorization."""
+
     order_id: str
     authorization_id: str
     amount: int
     idempotency_key: str
+    shipment_id: str | None = None  # the parcel whose hand-over this capture pays for
 
 
 class VoidPaymentInput(BaseModel):
-    """Voids whatever the authorize call with `authorize_key` produced, if anything."""
+    """Releases what the authorize call with `authorize_key` produced and nothing captured:
+    the whole authorization on a cancel, the remainder once every parcel is handed over."""
 
     order_id: str
     authorize_key: str
@@ -84,7 +106,9 @@ class PaymentResult(BaseModel):
 
 class PickPackInput(BaseModel):
     order_id: str
-    lines: list[OrderLine]
+    shipment_id: str
+    warehouse: str
+    lines: list[ShipmentLine]
 
 
 class Parcel(BaseModel):
@@ -104,6 +128,7 @@ class BookShipmentInput(BaseModel):
     address: Address
     idempotency_key: str
     direction: ShipmentDirection = ShipmentDirection.OUTBOUND
+    warehouse: str | None = None  # where an outbound parcel leaves from
 
 
 class BookedShipment(BaseModel):
@@ -116,6 +141,7 @@ class EmailKind(StrEnum):
     DIGITAL_DELIVERY = "digital_delivery"
     SHIPPED = "shipped"
     DELIVERED = "delivered"
+    PARTIALLY_DELIVERED = "partially_delivered"
     PAYMENT_DECLINED = "payment_declined"
     REJECTED = "rejected"
     RETURN_LABEL = "return_label"
@@ -127,15 +153,14 @@ class EmailKind(StrEnum):
     DELIVERY_FAILED = "delivery_failed"
 
 
-class SendEmailInput(BaseModel):
+class OrderEmail(BaseModel):
     """One email about one order event; `idempotency_key` makes a retried send a no-op."""
 
     idempotency_key: str
     kind: EmailKind
     to: str
     customer_name: str
-    order: OrderView
-    reference: str | None = None  # the return or refund the email is about, if any
+    reference: str | None = None  # the parcel, return or refund the email is about, if any
 
 
 class SupportInquiryInput(BaseModel):
@@ -148,9 +173,12 @@ class SupportInquiryInput(BaseModel):
 
 
 class RestockInput(BaseModel):
+    """Units back on the shelf of the warehouse they left, once per order and `return_id`
+    (a return, or a parcel the carrier sent back)."""
+
     order_id: str
     return_id: str
-    lines: list[ReturnLine]
+    parcels: list[StockAllocation]
 
 
 class RevokeDownloadsInput(BaseModel):
@@ -164,7 +192,11 @@ class EmailReceipt(BaseModel):
 
 
 class RecordOrderInput(BaseModel):
-    """A snapshot of the order for the read model; a lower `version` never overwrites a higher."""
+    """A snapshot of the order for the read model; a lower `version` never overwrites a higher.
+
+    The email the change triggers, if any, is recorded in the same transaction and then sent.
+    """
 
     order: OrderView
     version: int
+    email: OrderEmail | None = None

@@ -91,7 +91,9 @@ class OrderSummary(BaseModel):
     reason_code: str | None = None
     currency: str
     total: int | None = Field(default=None, description="Minor units; unknown until priced")
-    tracking_number: str | None = None
+    tracking_numbers: list[str] = Field(
+        default=[], description="The order's parcels' tracking numbers, once each is booked"
+    )
     placed_at: datetime
     updated_at: datetime
 
@@ -112,6 +114,13 @@ CANCEL_EXAMPLES = {
 }
 
 
+class WarehouseStockView(BaseModel):
+    """One warehouse's share of a product's stock."""
+
+    warehouse: str = Field(description="Warehouse code, e.g. WH-EAST")
+    available: int = Field(description="Units on hand there and not reserved")
+
+
 class ProductView(BaseModel):
     sku: str
     name: str
@@ -119,7 +128,12 @@ class ProductView(BaseModel):
     currency: str
     digital: bool
     available: int | None = Field(
-        description="Units on hand and not reserved; null for digital goods, which never run out"
+        description="Units on hand and not reserved, over all warehouses; null for digital "
+        "goods, which never run out"
+    )
+    stock: list[WarehouseStockView] = Field(
+        description="Per warehouse that stocks the product, in rank order (which breaks "
+        "allocation ties); empty for digital goods"
     )
 
 

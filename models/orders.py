@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, computed_field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, computed_field
 
 CURRENCY = "USD"
 MAX_LINES = 100
@@ -29,8 +29,10 @@ class OrderStatus(StrEnum):
     CONFIRMED = "confirmed"
     PAYMENT_DECLINED = "payment_declined"
     FULFILLING = "fulfilling"
+    PARTIALLY_SHIPPED = "partially_shipped"  # some parcels are with the carrier, not all
     SHIPPED = "shipped"
     DELIVERED = "delivered"
+    PARTIALLY_DELIVERED = "partially_delivered"  # some parcels arrived, the rest failed
     DELIVERY_FAILED = "delivery_failed"
     CANCELLED = "cancelled"
     PARTIALLY_RETURNED = "partially_returned"
@@ -50,10 +52,15 @@ FINAL_STATUSES = frozenset(
 )
 # Statuses in which the order is in the customer's hands and customer service applies.
 AFTER_DELIVERY_STATUSES = frozenset(
-    {OrderStatus.DELIVERED, OrderStatus.PARTIALLY_RETURNED, OrderStatus.RETURNED}
+    {
+        OrderStatus.DELIVERED,
+        OrderStatus.PARTIALLY_DELIVERED,
+        OrderStatus.PARTIALLY_RETURNED,
+        OrderStatus.RETURNED,
+    }
 )
 # Statuses in which money has been taken and may be refunded.
-CAPTURED_STATUSES = AFTER_DELIVERY_STATUSES | {OrderStatus.SHIPPED}
+CAPTURED_STATUSES = AFTER_DELIVERY_STATUSES | {OrderStatus.PARTIALLY_SHIPPED, OrderStatus.SHIPPED}
 # Statuses in which the customer may still cancel: nothing has left the warehouse.
 CANCELLABLE_STATUSES = frozenset(
     {OrderStatus.RECEIVED, OrderStatus.CONFIRMED, OrderStatus.FULFILLING}
@@ -172,12 +179,25 @@ class Totals(BaseModel):
     total: int
 
 
+class CaptureView(BaseModel):
+    """One capture against the order's authorization: a parcel's share, taken at hand-over."""
+
+    capture_id: str
+    shipment_id: str | None = None
+    amount: int
+    at: datetime
+
+
 class PaymentSummary(BaseModel):
     authorization_id: str | None = None
     authorized: int = 0
     captured: int = 0
     refunded: int = 0
+    # What was given back of the authorization uncaptured: all of it on a cancel (`voided`),
+    # the remainder once every parcel is handed over.
+    released: int = 0
     voided: bool = False
+    captures: list[CaptureView] = []
 
 
 class CarrierEvent(BaseModel):
@@ -186,14 +206,32 @@ class CarrierEvent(BaseModel):
     event_id: str = Field(min_length=1, max_length=200)
     tracking_number: str = Field(min_length=1, max_length=100)
     status: CarrierStatus
-    occurred_at: datetime
+    # Aware only: a naive time cannot be ordered beside the carrier's other events.
+    occurred_at: AwareDatetime
     description: str | None = Field(default=None, max_length=500)
 
 
+class ShipmentLine(BaseModel):
+    """Units of one SKU in one parcel."""
+
+    sku: str
+    quantity: int
+
+
 class ShipmentView(BaseModel):
-    carrier: str
-    tracking_number: str
+    """One parcel: an outbound parcel from a warehouse, an exchange, or a return label.
+
+    Outbound parcels exist from the moment stock is allocated; carrier and tracking number are
+    null until the parcel is booked, and `status` follows the carrier's vocabulary from then.
+    """
+
+    shipment_id: str
+    warehouse: str | None = None
+    lines: list[ShipmentLine] = []
     status: CarrierStatus | None = None
+    carrier: str | None = None
+    tracking_number: str | None = None
+    shipped_at: datetime | None = None
     events: list[CarrierEvent] = []
 
 
@@ -265,13 +303,13 @@ class ReturnRequest(BaseModel):
 
 class ReturnView(BaseModel):
     return_id: str
-    lines: list[ReturnLine]
+    lines: list[ShipmentLine]
     reason: ReturnReason
     resolution: ReturnResolution
     status: ReturnStatus
     digital: bool = False
     requested_at: datetime
-    tracking_number: str | None = None
+    tracking_number: str | None = None  # of the return label
     refund_amount: int = 0
     exchange_shipment: ShipmentView | None = None
     closed_at: datetime | None = None
@@ -344,7 +382,7 @@ class OrderView(BaseModel):
     shipping_address: Address | None = None
     totals: Totals | None = None
     payment: PaymentSummary = PaymentSummary()
-    shipment: ShipmentView | None = None
+    shipments: list[ShipmentView] = []
     timeline: list[TimelineEntry] = []
     placed_at: datetime
     updated_at: datetime
@@ -373,6 +411,11 @@ def received_view(order: PlaceOrderInput) -> OrderView:
 
 class CancelRequest(BaseModel):
     reason: str = Field(default="customer_request", max_length=200)
+
+
+def tracking_numbers(view: OrderView) -> list[str]:
+    """The order's outbound parcels' tracking numbers, in parcel order."""
+    return [s.tracking_number for s in view.shipments if s.tracking_number is not None]
 
 
 def money(amount: int, currency: str = CURRENCY) -> str:

@@ -7,10 +7,8 @@ answers list queries and keeps closed orders readable.
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, DateTime, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
-
-from models.orders import CarrierEvent, OrderView
 
 
 def utcnow() -> datetime:
@@ -23,8 +21,23 @@ class Product(SQLModel, table=True):
     price: int = Field(description="Unit price in minor units")
     currency: str = "USD"
     digital: bool = False
-    stock_on_hand: int = 0
-    stock_reserved: int = 0
+
+
+class Warehouse(SQLModel, table=True):
+    """A place stock is kept and parcels leave from; `rank` breaks allocation ties."""
+
+    code: str = Field(primary_key=True, max_length=32)
+    name: str
+    rank: int = Field(unique=True)
+
+
+class Stock(SQLModel, table=True):
+    """One product's units in one warehouse: on hand, and how many running orders hold."""
+
+    sku: str = Field(primary_key=True, foreign_key="product.sku")
+    warehouse: str = Field(primary_key=True, foreign_key="warehouse.code")
+    on_hand: int = 0
+    reserved: int = 0
 
 
 class Customer(SQLModel, table=True):
@@ -41,11 +54,12 @@ class Customer(SQLModel, table=True):
 
 
 class StockReservation(SQLModel, table=True):
-    __table_args__ = (UniqueConstraint("order_id", "sku"),)
+    __table_args__ = (UniqueConstraint("order_id", "sku", "warehouse"),)
 
     id: int | None = Field(default=None, primary_key=True)
     order_id: str = Field(index=True)
     sku: str = Field(foreign_key="product.sku")
+    warehouse: str = Field(foreign_key="warehouse.code")
     quantity: int
     status: str = Field(default="held", description="held, committed or released")
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
@@ -63,6 +77,7 @@ class PaymentTransaction(SQLModel, table=True):
     currency: str = "USD"
     authorization_id: str | None = Field(default=None, index=True)
     token: str | None = Field(default=None, description="Card token; never a card number")
+    shipment_id: str | None = Field(default=None, description="The parcel a capture pays for")
     reason: str | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
@@ -89,26 +104,16 @@ class ShipmentEvent(SQLModel, table=True):
     description: str | None = None
 
 
-def shipment_event_row(event: CarrierEvent) -> ShipmentEvent:
-    """The row a carrier's tracking event is kept as, whoever records it."""
-    return ShipmentEvent(
-        tracking_number=event.tracking_number,
-        event_id=event.event_id,
-        status=event.status.value,
-        occurred_at=event.occurred_at,
-        description=event.description,
-    )
-
-
 class SentEmail(SQLModel, table=True):
-    """One row per email sent, keyed so a retried activity never sends twice."""
+    """One row per email: recorded with the change that triggers it, `sent_at` once sent."""
 
     idempotency_key: str = Field(primary_key=True)
     order_id: str = Field(index=True)
     kind: str
     recipient: str
     message_id: str
-    sent_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    recorded_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    sent_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
 class OrderRecord(SQLModel, table=True):
@@ -123,25 +128,13 @@ class OrderRecord(SQLModel, table=True):
     total: int | None = None
     captured: int = 0
     refunded: int = 0
-    tracking_number: str | None = Field(default=None, index=True)
+    tracking_numbers: list[str] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False, default=list)
+    )
     version: int = 0
     placed_at: datetime = Field(index=True, sa_type=DateTime(timezone=True))
     updated_at: datetime = Field(sa_type=DateTime(timezone=True))
     view_json: str = Field(sa_column=Column(Text, nullable=False))
-
-
-def placed_order_record(view: OrderView) -> OrderRecord:
-    """An order's first read-model row, as it was placed: version 0, which the workflow's own
-    records (1, 2, ...) replace."""
-    return OrderRecord(
-        order_id=view.order_id,
-        customer_id=view.customer_id,
-        placed_by=view.placed_by,
-        status=view.status.value,
-        placed_at=view.placed_at,
-        updated_at=view.updated_at,
-        view_json=view.model_dump_json(),
-    )
 
 
 class OrderEvent(SQLModel, table=True):
@@ -184,14 +177,15 @@ class CarrierWebhookReceipt(SQLModel, table=True):
 
 
 class Restock(SQLModel, table=True):
-    """Returned units put back on the shelf, once per return and SKU."""
+    """Returned units put back on the shelf, once per return, SKU and warehouse."""
 
-    __table_args__ = (UniqueConstraint("order_id", "return_id", "sku"),)
+    __table_args__ = (UniqueConstraint("order_id", "return_id", "sku", "warehouse"),)
 
     id: int | None = Field(default=None, primary_key=True)
     order_id: str = Field(index=True)
     return_id: str
     sku: str = Field(foreign_key="product.sku")
+    warehouse: str = Field(foreign_key="warehouse.code")
     quantity: int
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
