@@ -2,6 +2,10 @@
 
 Every call carries an idempotency key made by the workflow (`workflow.uuid4()`), so a retried
 activity returns the first result instead of charging again.
+
+An authorization is captured in parts, one per parcel as it is handed over, as real processors
+allow: the approved captures never add up to more than was authorized, and a void releases
+whatever is not captured and closes the authorization.
 """
 
 import threading
@@ -10,12 +14,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
-from sqlalchemy import Engine, func
+from sqlalchemy import ColumnElement, Engine, func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from temporalio import activity
 
 from activities.errors import PAYMENT_DECLINED, REFUND_REFUSED, business_failure
+from database import read_only
 from models.activities import (
     AuthorizePaymentInput,
     CapturePaymentInput,
@@ -45,10 +50,18 @@ class PaymentGateway(Protocol):
     ) -> str: ...
 
     def capture(
-        self, *, order_id: str, authorization_id: str, amount: int, idempotency_key: str
+        self,
+        *,
+        order_id: str,
+        authorization_id: str,
+        amount: int,
+        idempotency_key: str,
+        shipment_id: str | None = None,
     ) -> str: ...
 
-    def void(self, *, order_id: str, authorize_key: str, idempotency_key: str) -> str | None: ...
+    def void(self, *, order_id: str, authorize_key: str, idempotency_key: str) -> PaymentResult:
+        """Release the uncaptured rest of the authorization: the void's id and the amount."""
+        ...
 
     def refund(
         self,
@@ -75,6 +88,10 @@ class SimulatedCardProcessor:
 
     `tok_gatewayFlaky` fails its first two attempts per idempotency key (counted in memory,
     like a processor's transient outage), then approves. Any other `tok_...` approves.
+
+    Captures, voids and refunds of one authorization are serialised on its ledger row (a row
+    lock on PostgreSQL; SQLite's `BEGIN IMMEDIATE` serialises every writer), so two calls with
+    different keys racing each other cannot both spend the same remainder.
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -113,20 +130,39 @@ class SimulatedCardProcessor:
         return existing.id
 
     def capture(
-        self, *, order_id: str, authorization_id: str, amount: int, idempotency_key: str
+        self,
+        *,
+        order_id: str,
+        authorization_id: str,
+        amount: int,
+        idempotency_key: str,
+        shipment_id: str | None = None,
     ) -> str:
+        """One partial capture; declines leave no row, so a retry is judged afresh (and, as
+        captures only grow and a void is final, judged the same)."""
         existing = self._find(idempotency_key)
-        if existing is None:
-            auth = self._get(authorization_id)
+        if existing is not None:
+            return existing.id
+        with self._session() as session:
+            auth = _locked(session, col(PaymentTransaction.id) == authorization_id)
+            existing = _by_key(session, idempotency_key)  # a racing retry got in first
+            if existing is not None:
+                return existing.id
             if auth is None or auth.kind != "authorize" or auth.status != "approved":
                 raise PaymentDeclined("authorization_invalid", f"no approved {authorization_id}")
-            if amount > auth.amount:
-                raise PaymentDeclined("amount_too_large", "capture exceeds the authorization")
-            if self._total(authorization_id, "capture") or self._total(authorization_id, "void"):
+            if amount <= 0:
+                raise PaymentDeclined("amount_invalid", f"cannot capture {amount}")
+            if _total(session, authorization_id, "void"):
+                raise PaymentDeclined("authorization_closed", f"{authorization_id} was voided")
+            captured = _total(session, authorization_id, "capture")
+            if captured + amount > auth.amount:
                 raise PaymentDeclined(
-                    "authorization_closed", f"{authorization_id} was already captured or voided"
+                    "amount_too_large",
+                    f"capture of {amount} exceeds what is left of the authorization "
+                    f"({auth.amount - captured})",
                 )
-            existing = self._record(
+            return self._insert(
+                session,
                 PaymentTransaction(
                     id=_txn_id("cap"),
                     idempotency_key=idempotency_key,
@@ -136,29 +172,47 @@ class SimulatedCardProcessor:
                     amount=amount,
                     currency=auth.currency,
                     authorization_id=authorization_id,
-                )
-            )
-        return existing.id
+                    shipment_id=shipment_id,
+                ),
+            ).id
 
-    def void(self, *, order_id: str, authorize_key: str, idempotency_key: str) -> str | None:
+    def void(self, *, order_id: str, authorize_key: str, idempotency_key: str) -> PaymentResult:
+        """Release what is authorized and not captured, and close the authorization.
+
+        Nothing is recorded (and nothing released: no id, amount 0) when there is nothing to
+        release: no approved authorization, one fully captured, or one an earlier void (with
+        another key) already closed. A fully captured authorization takes no more captures
+        anyway, so it needs no void row to close it.
+        """
         existing = self._find(idempotency_key)
         if existing is not None:
-            return existing.id
-        auth = self._find(authorize_key)
-        if auth is None or auth.status != "approved":
-            return None  # nothing was authorized: nothing to void
-        return self._record(
-            PaymentTransaction(
-                id=_txn_id("void"),
-                idempotency_key=idempotency_key,
-                order_id=order_id,
-                kind="void",
-                status="approved",
-                amount=auth.amount,
-                currency=auth.currency,
-                authorization_id=auth.id,
+            return PaymentResult(transaction_id=existing.id, amount=existing.amount)
+        with self._session() as session:
+            auth = _locked(session, col(PaymentTransaction.idempotency_key) == authorize_key)
+            existing = _by_key(session, idempotency_key)
+            if existing is not None:
+                return PaymentResult(transaction_id=existing.id, amount=existing.amount)
+            if auth is None or auth.kind != "authorize" or auth.status != "approved":
+                return _nothing_released()  # nothing was authorized: nothing to void
+            if _total(session, auth.id, "void"):
+                return _nothing_released()
+            remainder = auth.amount - _total(session, auth.id, "capture")
+            if remainder <= 0:
+                return _nothing_released()
+            void = self._insert(
+                session,
+                PaymentTransaction(
+                    id=_txn_id("void"),
+                    idempotency_key=idempotency_key,
+                    order_id=order_id,
+                    kind="void",
+                    status="approved",
+                    amount=remainder,
+                    currency=auth.currency,
+                    authorization_id=auth.id,
+                ),
             )
-        ).id
+            return PaymentResult(transaction_id=void.id, amount=void.amount)
 
     def refund(
         self,
@@ -169,68 +223,95 @@ class SimulatedCardProcessor:
         reason: str,
         idempotency_key: str,
     ) -> str:
+        """Refunds of every capture together never exceed what the captures took."""
         existing = self._find(idempotency_key)
         if existing is not None:
             return existing.id
-        auth = self._get(authorization_id)
-        captured = self._total(authorization_id, "capture")
-        refunded = self._total(authorization_id, "refund")
-        if auth is None or amount <= 0 or refunded + amount > captured:
-            raise PaymentDeclined(
-                "refund_exceeds_capture",
-                f"refund of {amount} exceeds what is left to refund ({captured - refunded})",
-            )
-        return self._record(
-            PaymentTransaction(
-                id=_txn_id("ref"),
-                idempotency_key=idempotency_key,
-                order_id=order_id,
-                kind="refund",
-                status="approved",
-                amount=amount,
-                currency=auth.currency,
-                authorization_id=authorization_id,
-                reason=reason,
-            )
-        ).id
+        with self._session() as session:
+            auth = _locked(session, col(PaymentTransaction.id) == authorization_id)
+            existing = _by_key(session, idempotency_key)
+            if existing is not None:
+                return existing.id
+            captured = _total(session, authorization_id, "capture")
+            refunded = _total(session, authorization_id, "refund")
+            if auth is None or amount <= 0 or refunded + amount > captured:
+                raise PaymentDeclined(
+                    "refund_exceeds_capture",
+                    f"refund of {amount} exceeds what is left to refund ({captured - refunded})",
+                )
+            return self._insert(
+                session,
+                PaymentTransaction(
+                    id=_txn_id("ref"),
+                    idempotency_key=idempotency_key,
+                    order_id=order_id,
+                    kind="refund",
+                    status="approved",
+                    amount=amount,
+                    currency=auth.currency,
+                    authorization_id=authorization_id,
+                    reason=reason,
+                ),
+            ).id
+
+    def _session(self) -> Session:
+        # Rows stay readable after the commit, without a second transaction to reload them.
+        return Session(self._engine, expire_on_commit=False)
 
     def _find(self, idempotency_key: str) -> PaymentTransaction | None:
-        with Session(self._engine) as session:
-            return session.exec(
-                select(PaymentTransaction).where(
-                    PaymentTransaction.idempotency_key == idempotency_key
-                )
-            ).first()
-
-    def _get(self, transaction_id: str) -> PaymentTransaction | None:
-        with Session(self._engine) as session:
-            return session.get(PaymentTransaction, transaction_id)
-
-    def _total(self, authorization_id: str, kind: str) -> int:
-        with Session(self._engine) as session:
-            total = session.exec(
-                select(func.coalesce(func.sum(PaymentTransaction.amount), 0)).where(
-                    PaymentTransaction.authorization_id == authorization_id,
-                    col(PaymentTransaction.kind) == kind,
-                    col(PaymentTransaction.status) == "approved",
-                )
-            ).one()
-        return int(total)
+        """A lock-free look-up for retries; the answer that counts is re-read under the lock."""
+        with Session(read_only(self._engine)) as session:
+            return _by_key(session, idempotency_key)
 
     def _record(self, row: PaymentTransaction) -> PaymentTransaction:
-        """Insert once; if a concurrent retry won the race, return its row instead."""
-        with Session(self._engine) as session:
-            session.add(row)
-            try:
-                session.commit()
-            except IntegrityError:
-                session.rollback()
-                winner = self._find(row.idempotency_key)
-                if winner is None:
-                    raise
-                return winner
-            session.refresh(row)
-            return row
+        with self._session() as session:
+            return self._insert(session, row)
+
+    def _insert(self, session: Session, row: PaymentTransaction) -> PaymentTransaction:
+        """Commit `row` once; if its idempotency key is taken, the row that took it.
+
+        Under an authorization's lock only a call racing one under the same key elsewhere (an
+        authorize and its retry, say) can lose here.
+        """
+        key = row.idempotency_key
+        session.add(row)
+        try:
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            winner = self._find(key)
+            if winner is None:
+                raise
+            return winner
+        return row
+
+
+def _by_key(session: Session, idempotency_key: str) -> PaymentTransaction | None:
+    return session.exec(
+        select(PaymentTransaction).where(PaymentTransaction.idempotency_key == idempotency_key)
+    ).first()
+
+
+def _locked(session: Session, where: ColumnElement[bool]) -> PaymentTransaction | None:
+    """The ledger row `where` names, locked until the session ends: the point at which one
+    authorization's captures, voids and refunds take turns. (SQLite has no row locks; its
+    `BEGIN IMMEDIATE` has already serialised the whole transaction.)"""
+    return session.exec(select(PaymentTransaction).where(where).with_for_update()).first()
+
+
+def _total(session: Session, authorization_id: str, kind: str) -> int:
+    total = session.exec(
+        select(func.coalesce(func.sum(PaymentTransaction.amount), 0)).where(
+            PaymentTransaction.authorization_id == authorization_id,
+            col(PaymentTransaction.kind) == kind,
+            col(PaymentTransaction.status) == "approved",
+        )
+    ).one()
+    return int(total)
+
+
+def _nothing_released() -> PaymentResult:
+    return PaymentResult(transaction_id=None, amount=0)
 
 
 def _txn_id(prefix: str) -> str:
@@ -264,23 +345,25 @@ class PaymentActivities:
 
     @activity.defn(name="capture_payment")
     def capture_payment(self, request: CapturePaymentInput) -> PaymentResult:
+        """Capture one parcel's share; declined (`amount_too_large`) past the authorization."""
         with _declines_as(PAYMENT_DECLINED):
             transaction_id = self._gateway.capture(
                 order_id=request.order_id,
                 authorization_id=request.authorization_id,
                 amount=request.amount,
                 idempotency_key=request.idempotency_key,
+                shipment_id=request.shipment_id,
             )
         return PaymentResult(transaction_id=transaction_id, amount=request.amount)
 
     @activity.defn(name="void_payment")
     def void_payment(self, request: VoidPaymentInput) -> PaymentResult:
-        transaction_id = self._gateway.void(
+        """Release the uncaptured rest; `amount` is what was released (0 if nothing was)."""
+        return self._gateway.void(
             order_id=request.order_id,
             authorize_key=request.authorize_key,
             idempotency_key=request.idempotency_key,
         )
-        return PaymentResult(transaction_id=transaction_id, amount=0)
 
     @activity.defn(name="refund_payment")
     def refund_payment(self, request: RefundPaymentInput) -> PaymentResult:

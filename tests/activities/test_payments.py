@@ -1,8 +1,14 @@
-"""PaymentActivities on the simulated card processor's ledger (SQLite, and PostgreSQL)."""
+"""PaymentActivities on the simulated card processor's ledger (SQLite, and PostgreSQL).
+
+An authorization is captured in parts (one per parcel), never past what was authorized; a void
+releases the rest. Races between calls with different keys are as safe as retries of one.
+"""
 
 import itertools
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -17,10 +23,13 @@ from activities.payments import GatewayUnavailable, PaymentActivities, Simulated
 from models.activities import (
     AuthorizePaymentInput,
     CapturePaymentInput,
+    PaymentResult,
     RefundPaymentInput,
     VoidPaymentInput,
 )
 from models.tables import PaymentTransaction
+
+T = TypeVar("T")
 
 _keys = itertools.count()
 
@@ -62,7 +71,13 @@ def authorize(
 
 
 def capture(
-    payments: PaymentActivities, order_id: str, authorization_id: str, amount: int, k: str
+    payments: PaymentActivities,
+    order_id: str,
+    authorization_id: str,
+    amount: int,
+    k: str,
+    *,
+    shipment_id: str | None = None,
 ) -> str | None:
     return (
         ActivityEnvironment()
@@ -73,10 +88,41 @@ def capture(
                 authorization_id=authorization_id,
                 amount=amount,
                 idempotency_key=k,
+                shipment_id=shipment_id,
             ),
         )
         .transaction_id
     )
+
+
+def void(payments: PaymentActivities, order_id: str, authorize_key: str, k: str) -> PaymentResult:
+    return ActivityEnvironment().run(
+        payments.void_payment,
+        VoidPaymentInput(order_id=order_id, authorize_key=authorize_key, idempotency_key=k),
+    )
+
+
+def declined_code(call: Callable[[], object]) -> str:
+    """The reason code of the business failure `call` raises."""
+    with pytest.raises(ApplicationError) as declined:
+        call()
+    assert declined.value.non_retryable
+    return str(declined.value.details[0])
+
+
+def race(racers: int, attempt: Callable[[int], T]) -> list[T | ApplicationError]:
+    """Run `attempt(0..racers-1)` at once on threads; each one's result or business failure."""
+    start = threading.Barrier(racers)
+
+    def run(n: int) -> T | ApplicationError:
+        start.wait()
+        try:
+            return attempt(n)
+        except ApplicationError as failure:
+            return failure
+
+    with ThreadPoolExecutor(max_workers=racers) as pool:
+        return list(pool.map(run, range(racers)))
 
 
 def refund(
@@ -234,10 +280,9 @@ def test_void_cancels_what_the_authorize_key_authorized_once(
     engine: Engine, payments: PaymentActivities
 ) -> None:
     approved = authorize(payments, "o-1", amount=1500, idempotency_key="auth-key")
-    void = VoidPaymentInput(order_id="o-1", authorize_key="auth-key", idempotency_key="void-key")
-    env = ActivityEnvironment()
-    first = env.run(payments.void_payment, void)
-    assert env.run(payments.void_payment, void) == first
+    first = void(payments, "o-1", "auth-key", "void-key")
+    assert first.amount == 1500 and first.transaction_id is not None
+    assert void(payments, "o-1", "auth-key", "void-key") == first
     with Session(engine) as session:
         voids = session.exec(
             select(PaymentTransaction).where(PaymentTransaction.kind == "void")
@@ -245,30 +290,150 @@ def test_void_cancels_what_the_authorize_key_authorized_once(
     assert [(v.authorization_id, v.amount) for v in voids] == [(approved, 1500)]
 
     # Cancelled before the authorize ever ran (or it was declined): nothing to void.
-    nothing = VoidPaymentInput(order_id="o-2", authorize_key="never-used", idempotency_key="v2")
-    assert env.run(payments.void_payment, nothing).transaction_id is None
+    assert void(payments, "o-2", "never-used", "v2") == PaymentResult(transaction_id=None, amount=0)
     assert ledger(engine, "o-2") == []
 
 
-def test_an_authorization_is_captured_once_and_never_after_a_void(
+def test_an_authorization_is_captured_in_parts_up_to_its_amount(
+    engine: Engine, payments: PaymentActivities
+) -> None:
+    approved = authorize(payments, "o-1", amount=1000)
+    first = capture(payments, "o-1", approved, 400, "cap-1", shipment_id="SHP-1")
+    assert capture(payments, "o-1", approved, 400, "cap-1", shipment_id="SHP-1") == first
+    capture(payments, "o-1", approved, 350, "cap-2", shipment_id="SHP-2")
+    assert declined_code(lambda: capture(payments, "o-1", approved, 251, key("cap"))) == (
+        "amount_too_large"
+    )
+    capture(payments, "o-1", approved, 250, "cap-3", shipment_id="SHP-3")
+    assert declined_code(lambda: capture(payments, "o-1", approved, 1, key("cap"))) == (
+        "amount_too_large"
+    )
+    # A retry after the authorization is used up still gets its own, first answer.
+    assert capture(payments, "o-1", approved, 400, "cap-1", shipment_id="SHP-1") == first
+
+    with Session(engine) as session:
+        captures = session.exec(
+            select(PaymentTransaction.shipment_id, PaymentTransaction.amount)
+            .where(PaymentTransaction.kind == "capture")
+            .order_by(PaymentTransaction.created_at)  # type: ignore[arg-type]
+        ).all()
+    assert [tuple(c) for c in captures] == [("SHP-1", 400), ("SHP-2", 350), ("SHP-3", 250)]
+
+
+@pytest.mark.parametrize("amount", [0, -100])
+def test_a_capture_of_nothing_or_less_is_refused(payments: PaymentActivities, amount: int) -> None:
+    approved = authorize(payments, "o-1", amount=1000)
+    # A negative capture would make room for more than was authorized.
+    assert declined_code(lambda: capture(payments, "o-1", approved, amount, key("cap"))) == (
+        "amount_invalid"
+    )
+
+
+def test_racing_captures_with_different_keys_never_exceed_the_authorization(
+    engine: Engine, payments: PaymentActivities
+) -> None:
+    approved = authorize(payments, "o-1", amount=1000)
+    outcomes = race(8, lambda n: capture(payments, "o-1", approved, 300, f"cap-{n}"))
+
+    approved_ids = [o for o in outcomes if isinstance(o, str)]
+    declines = [o for o in outcomes if isinstance(o, ApplicationError)]
+    assert len(approved_ids) == 3 and len(set(approved_ids)) == 3
+    assert [d.details for d in declines] == [("amount_too_large",)] * 5
+    assert sorted(amount for kind, _, amount in ledger(engine, "o-1") if kind == "capture") == [
+        300,
+        300,
+        300,
+    ]
+
+
+def test_a_capture_racing_its_own_retries_records_one_row(
+    engine: Engine, payments: PaymentActivities
+) -> None:
+    approved = authorize(payments, "o-1", amount=1000)
+    outcomes = race(4, lambda _: capture(payments, "o-1", approved, 600, "same-key"))
+    assert len(set(outcomes)) == 1 and isinstance(outcomes[0], str)
+    assert [row for row in ledger(engine, "o-1") if row[0] == "capture"] == [
+        ("capture", "approved", 600)
+    ]
+
+
+def test_a_void_releases_only_what_is_not_captured_and_closes_the_authorization(
+    engine: Engine, payments: PaymentActivities
+) -> None:
+    approved = authorize(payments, "o-1", amount=1000, idempotency_key="auth-1")
+    capture(payments, "o-1", approved, 400, key("cap"), shipment_id="SHP-1")
+
+    released = void(payments, "o-1", "auth-1", "void-1")
+    assert released.amount == 600 and released.transaction_id is not None
+    assert void(payments, "o-1", "auth-1", "void-1") == released  # a retry: the first answer
+    assert declined_code(lambda: capture(payments, "o-1", approved, 100, key("cap"))) == (
+        "authorization_closed"
+    )
+    # A second void under a new key finds nothing left to release.
+    assert void(payments, "o-1", "auth-1", "void-2") == PaymentResult(transaction_id=None, amount=0)
+    assert ledger(engine, "o-1") == [
+        ("authorize", "approved", 1000),
+        ("capture", "approved", 400),
+        ("void", "approved", 600),
+    ]
+
+
+def test_a_void_of_a_fully_captured_authorization_releases_nothing_and_records_nothing(
+    engine: Engine, payments: PaymentActivities
+) -> None:
+    approved = authorize(payments, "o-1", amount=1000, idempotency_key="auth-1")
+    capture(payments, "o-1", approved, 700, key("cap"))
+    capture(payments, "o-1", approved, 300, key("cap"))
+    for _ in range(2):
+        assert void(payments, "o-1", "auth-1", "void-1") == PaymentResult(
+            transaction_id=None, amount=0
+        )
+    assert [kind for kind, _, _ in ledger(engine, "o-1")] == ["authorize", "capture", "capture"]
+
+
+@pytest.mark.parametrize("round_", range(5))
+def test_a_void_racing_a_capture_splits_the_authorization_between_them(
+    engine: Engine, payments: PaymentActivities, round_: int
+) -> None:
+    approved = authorize(payments, "o-1", amount=1000, idempotency_key="auth-1")
+
+    def void_or_capture(n: int) -> object:
+        if n == 0:
+            return void(payments, "o-1", "auth-1", "void-1")
+        return capture(payments, "o-1", approved, 400, "cap-1")
+
+    voided, captured = race(2, void_or_capture)
+    assert isinstance(voided, PaymentResult)
+    if isinstance(captured, ApplicationError):  # the void went first and released it all
+        assert (voided.amount, captured.details) == (1000, ("authorization_closed",))
+    else:
+        assert voided.amount == 600
+    amounts = {kind: amount for kind, _, amount in ledger(engine, "o-1")}
+    assert amounts.get("capture", 0) + amounts["void"] == 1000
+
+
+def test_refunds_are_bounded_by_every_capture_together(
+    engine: Engine, payments: PaymentActivities
+) -> None:
+    approved = authorize(payments, "o-1", amount=1000)
+    capture(payments, "o-1", approved, 400, key("cap"), shipment_id="SHP-1")
+    capture(payments, "o-1", approved, 500, key("cap"), shipment_id="SHP-2")
+    refund(payments, "o-1", approved, 850, key("ref"))
+    assert declined_code(lambda: refund(payments, "o-1", approved, 51, key("ref"))) == (
+        "refund_exceeds_capture"
+    )
+    refund(payments, "o-1", approved, 50, key("ref"))
+
+
+def test_racing_refunds_with_different_keys_never_exceed_the_capture(
     engine: Engine, payments: PaymentActivities
 ) -> None:
     approved = authorize(payments, "o-1", amount=1000)
     capture(payments, "o-1", approved, 1000, key("cap"))
-    with pytest.raises(ApplicationError) as twice:
-        capture(payments, "o-1", approved, 1000, key("cap"))  # a new key: a second charge
-    assert twice.value.details == ("authorization_closed",)
-
-    authorize(payments, "o-2", amount=500, idempotency_key="auth-2")
-    voided = VoidPaymentInput(order_id="o-2", authorize_key="auth-2", idempotency_key="void-2")
-    ActivityEnvironment().run(payments.void_payment, voided)
-    with Session(engine) as session:
-        auth = session.exec(
-            select(PaymentTransaction).where(PaymentTransaction.idempotency_key == "auth-2")
-        ).one()
-    with pytest.raises(ApplicationError) as after_void:
-        capture(payments, "o-2", auth.id, 500, key("cap"))
-    assert after_void.value.details == ("authorization_closed",)
+    outcomes = race(6, lambda n: refund(payments, "o-1", approved, 300, f"ref-{n}"))
+    assert sum(isinstance(o, str) for o in outcomes) == 3
+    refunds = [amount for kind, _, amount in ledger(engine, "o-1") if kind == "refund"]
+    assert sum(refunds) == 900
 
 
 def test_refunds_are_in_the_currency_of_the_charge(
