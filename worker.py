@@ -22,6 +22,7 @@ from activities.customers import CustomerActivities
 from activities.downloads import DownloadActivities, DownloadLinks
 from activities.inventory import InventoryActivities
 from activities.notifications import (
+    Mailer,
     NotificationActivities,
     Notifier,
     OutboxNotifier,
@@ -59,15 +60,15 @@ def build_activities(settings: Settings, engine: Engine) -> list[Callable[..., A
     payments = PaymentActivities(SimulatedCardProcessor(engine))
     warehouse = WarehouseActivities(settings.fulfillment_delay)
     shipping = ShippingActivities(SimulatedCarrier(engine))
-    notifications = NotificationActivities(
+    mailer = Mailer(
         build_notifier(settings),
-        engine,
         sender=settings.mail_from,
         links=DownloadLinks(settings.public_base_url, settings.download_secret),
-        support_mailbox=settings.support_email,
     )
+    notifications = NotificationActivities(mailer, engine, support_mailbox=settings.support_email)
     downloads = DownloadActivities(engine)
-    read_model = ReadModelActivities(engine)
+    # An order's emails go out with the record of the change that triggers them.
+    read_model = ReadModelActivities(engine, mailer)
     return [
         customers.verify_customer,
         inventory.reserve_stock,
@@ -80,7 +81,6 @@ def build_activities(settings: Settings, engine: Engine) -> list[Callable[..., A
         payments.refund_payment,
         warehouse.pick_and_pack,
         shipping.book_shipment,
-        notifications.send_email,
         notifications.notify_support,
         downloads.revoke_downloads,
         read_model.record_order,

@@ -1,9 +1,22 @@
-"""The words of every email ordermill sends, one function per kind."""
+"""The words of every email ordermill sends, one function per kind.
+
+An order ships in parcels, one per warehouse: the emails about its shipping name the parcels
+and what is in each.
+"""
 
 from collections.abc import Callable
 
 from models.activities import EmailKind
-from models.orders import InquiryView, OrderView, RefundView, ReturnView, money
+from models.orders import (
+    CarrierStatus,
+    InquiryView,
+    OrderView,
+    RefundKind,
+    RefundView,
+    ReturnView,
+    ShipmentView,
+    money,
+)
 
 
 def _lines(order: OrderView) -> str:
@@ -17,11 +30,45 @@ def _lines(order: OrderView) -> str:
     return "\n".join(rows)
 
 
+def _shipment_of(order: OrderView, ref: str | None) -> ShipmentView:
+    found = next((s for s in order.shipments if s.shipment_id == ref), None)
+    if found is None:
+        raise LookupError(f"order {order.order_id} has no parcel {ref}")
+    return found
+
+
+def _parcel_items(order: OrderView, shipment: ShipmentView) -> str:
+    names = {line.sku: line.name for line in order.lines}
+    return "\n".join(
+        f"  {line.quantity} x {names.get(line.sku, line.sku)} ({line.sku})"
+        for line in shipment.lines
+    )
+
+
+def _tracking(shipment: ShipmentView | None) -> str:
+    if shipment is None or shipment.tracking_number is None:
+        return "to follow"
+    return " ".join(filter(None, [shipment.carrier, shipment.tracking_number]))
+
+
+def _parcels(order: OrderView, shipments: list[ShipmentView]) -> str:
+    """Each parcel with its tracking number and what is in it."""
+    return "\n\n".join(
+        f"Parcel {s.shipment_id} (tracking {_tracking(s)}):\n{_parcel_items(order, s)}"
+        for s in shipments
+    )
+
+
 def _confirmation(order: OrderView, links: list[str], ref: str | None) -> tuple[str, str]:
+    parcels = len(order.shipments)
+    when = (
+        f"Your items ship in {parcels} parcels; we will email you as each one leaves."
+        if parcels > 1
+        else "We will email you again when it ships."
+    )
     return (
         f"Order {order.order_id} confirmed",
-        f"Thank you for your order. We have reserved your items:\n\n{_lines(order)}\n\n"
-        "We will email you again when it ships.",
+        f"Thank you for your order. We have reserved your items:\n\n{_lines(order)}\n\n{when}",
     )
 
 
@@ -33,21 +80,57 @@ def _digital_delivery(order: OrderView, links: list[str], ref: str | None) -> tu
 
 
 def _shipped(order: OrderView, links: list[str], ref: str | None) -> tuple[str, str]:
-    shipment = order.shipment
-    tracking = f"{shipment.carrier} {shipment.tracking_number}" if shipment else "unknown"
+    """One email per parcel, as each is handed to the carrier: `ref` is its shipment id."""
+    shipment = _shipment_of(order, ref)
+    of = (
+        f" ({order.shipments.index(shipment) + 1} of {len(order.shipments)})"
+        if len(order.shipments) > 1
+        else ""
+    )
     return (
-        f"Order {order.order_id} has shipped",
-        f"Your parcel is on its way. Tracking number: {tracking}\n\n{_lines(order)}",
+        f"Order {order.order_id}: parcel {shipment.shipment_id} has shipped",
+        f"Your parcel{of} is on its way. Tracking number: {_tracking(shipment)}\n\n"
+        f"In this parcel:\n{_parcel_items(order, shipment)}",
     )
 
 
-def _delivered(order: OrderView, links: list[str], ref: str | None) -> tuple[str, str]:
-    window = (
+def _return_window(order: OrderView) -> str:
+    return (
         f"You can return items until {order.return_window_ends_at:%Y-%m-%d}."
         if order.return_window_ends_at
         else ""
     )
-    return (f"Order {order.order_id} was delivered", f"Your order has arrived. {window}")
+
+
+def _arrived(order: OrderView) -> list[ShipmentView]:
+    return [s for s in order.shipments if s.status == CarrierStatus.DELIVERED]
+
+
+def _delivered(order: OrderView, links: list[str], ref: str | None) -> tuple[str, str]:
+    arrived = _arrived(order) or order.shipments
+    what = f":\n\n{_parcels(order, arrived)}\n\n" if arrived else ". "
+    return (
+        f"Order {order.order_id} was delivered",
+        f"Your order has arrived{what}{_return_window(order)}",
+    )
+
+
+def _partially_delivered(order: OrderView, links: list[str], ref: str | None) -> tuple[str, str]:
+    """Some parcels arrived and the rest never will: the carrier failed or sent them back."""
+    arrived = _arrived(order)
+    failed = [s for s in order.shipments if s.status != CarrierStatus.DELIVERED]
+    refunded = sum(r.amount for r in order.refunds if r.kind == RefundKind.DELIVERY_FAILED)
+    refund = (
+        f"We have refunded {money(refunded)} to your card for their items."
+        if refunded
+        else "We are refunding their items to your card."
+    )
+    return (
+        f"Part of order {order.order_id} was delivered",
+        f"These parcels have arrived:\n\n{_parcels(order, arrived)}\n\n"
+        f"The carrier could not deliver these:\n\n{_parcels(order, failed)}\n\n"
+        f"{refund} {_return_window(order)}",
+    )
 
 
 def _payment_declined(order: OrderView, links: list[str], ref: str | None) -> tuple[str, str]:
@@ -76,18 +159,25 @@ def _cancelled(order: OrderView, links: list[str], ref: str | None) -> tuple[str
 
 def _delivery_failed(order: OrderView, links: list[str], ref: str | None) -> tuple[str, str]:
     refunded = money(order.payment.refunded)
+    parcels = "your parcels" if len(order.shipments) > 1 else "your parcel"
     return (
         f"We could not deliver order {order.order_id}",
-        f"The carrier could not deliver your parcel. We have refunded {refunded} to your card.",
+        f"The carrier could not deliver {parcels}. We have refunded {refunded} to your card.",
     )
 
 
 def _return_of(order: OrderView, ref: str | None) -> ReturnView:
-    return next(r for r in order.returns if r.return_id == ref)
+    found = next((r for r in order.returns if r.return_id == ref), None)
+    if found is None:
+        raise LookupError(f"order {order.order_id} has no return {ref}")
+    return found
 
 
 def _refund_of(order: OrderView, ref: str | None) -> RefundView:
-    return next(r for r in order.refunds if r.refund_id == ref)
+    found = next((r for r in order.refunds if r.refund_id == ref), None)
+    if found is None:
+        raise LookupError(f"order {order.order_id} has no refund {ref}")
+    return found
 
 
 def _return_items(ret: ReturnView) -> str:
@@ -117,12 +207,10 @@ def _return_refunded(order: OrderView, links: list[str], ref: str | None) -> tup
 
 def _exchange_shipped(order: OrderView, links: list[str], ref: str | None) -> tuple[str, str]:
     ret = _return_of(order, ref)
-    shipment = ret.exchange_shipment
-    tracking = f"{shipment.carrier} {shipment.tracking_number}" if shipment else "unknown"
     return (
         f"Your replacement for order {order.order_id} has shipped",
         f"We received your return and sent the replacement, free of charge:\n\n"
-        f"{_return_items(ret)}\n\nTracking number: {tracking}",
+        f"{_return_items(ret)}\n\nTracking number: {_tracking(ret.exchange_shipment)}",
     )
 
 
@@ -148,6 +236,7 @@ TEMPLATES: dict[EmailKind, Callable[[OrderView, list[str], str | None], tuple[st
     EmailKind.DIGITAL_DELIVERY: _digital_delivery,
     EmailKind.SHIPPED: _shipped,
     EmailKind.DELIVERED: _delivered,
+    EmailKind.PARTIALLY_DELIVERED: _partially_delivered,
     EmailKind.PAYMENT_DECLINED: _payment_declined,
     EmailKind.REJECTED: _rejected,
     EmailKind.CANCELLED: _cancelled,

@@ -1,8 +1,10 @@
 """Customer emails through a `Notifier`: SMTP when configured, else .eml files in an outbox.
 
-Each email has an idempotency key (order + event); it is recorded once sent, so a retried
-activity never sends it twice, and its Message-ID is derived from the key so a mail server
-that sees it twice can tell.
+Each email has an idempotency key (order + event) and a `SentEmail` row: recorded first (for
+order emails, in the same transaction as the change that triggers them), then the email is
+sent, then the row is marked sent. A crash between send and mark sends it again on the retry:
+at least once, under a Message-ID derived from the key, so a mail server that sees it twice can
+tell; never again once marked.
 """
 
 import hashlib
@@ -16,14 +18,15 @@ from typing import Protocol
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlmodel import Session, col, update
 from temporalio import activity
 
 from activities.downloads import DownloadLinks
 from activities.email_templates import render, render_support_inquiry
 from database import read_only
-from models.activities import EmailKind, EmailReceipt, SendEmailInput, SupportInquiryInput
-from models.tables import SentEmail
+from models.activities import EmailKind, EmailReceipt, OrderEmail, SupportInquiryInput
+from models.orders import OrderView
+from models.tables import SentEmail, utcnow
 
 
 class Notifier(Protocol):
@@ -74,57 +77,35 @@ class OutboxNotifier:
             os.unlink(tmp.name)
 
 
-class NotificationActivities:
-    def __init__(
-        self,
-        notifier: Notifier,
-        engine: Engine,
-        *,
-        sender: str,
-        links: DownloadLinks,
-        support_mailbox: str,
-    ) -> None:
+class Mailer:
+    """Composes ordermill's emails (words from `email_templates`) and hands them to the
+    `Notifier`; it keeps no records: `send_recorded` does, for whoever sends."""
+
+    def __init__(self, notifier: Notifier, *, sender: str, links: DownloadLinks) -> None:
         self._notifier = notifier
-        self._engine = engine
         self._sender = sender
         self._links = links
-        self._support_mailbox = support_mailbox
 
-    @activity.defn(name="send_email")
-    def send_email(self, request: SendEmailInput) -> EmailReceipt:
-        order = request.order
+    def order_email(self, email: OrderEmail, order: OrderView) -> EmailMessage:
+        """The customer's email about `order` as this snapshot of it stands."""
         links = (
             [self._links.url(order.order_id, line.sku) for line in order.lines if line.digital]
-            if request.kind is EmailKind.DIGITAL_DELIVERY
+            if email.kind is EmailKind.DIGITAL_DELIVERY
             else []
         )
         subject, body = render(
-            request.kind, request.customer_name, order, links, reference=request.reference
+            email.kind, email.customer_name, order, links, reference=email.reference
         )
-        return self._send_once(
-            key=request.idempotency_key,
+        return self.compose(
+            key=email.idempotency_key,
             order_id=order.order_id,
-            kind=request.kind.value,
-            to=request.to,
+            kind=email.kind.value,
+            to=email.to,
             subject=subject,
             body=body,
         )
 
-    @activity.defn(name="notify_support")
-    def notify_support(self, request: SupportInquiryInput) -> EmailReceipt:
-        """Forward a customer's question to the support mailbox, with the order attached."""
-        subject, body = render_support_inquiry(request.inquiry, request.order)
-        return self._send_once(
-            key=request.idempotency_key,
-            order_id=request.order.order_id,
-            kind="support_inquiry",
-            to=self._support_mailbox,
-            subject=subject,
-            body=body,
-            reply_to=request.customer_email,
-        )
-
-    def _send_once(
+    def compose(
         self,
         *,
         key: str,
@@ -134,12 +115,7 @@ class NotificationActivities:
         subject: str,
         body: str,
         reply_to: str | None = None,
-    ) -> EmailReceipt:
-        message_id = _message_id(key)
-        with Session(read_only(self._engine)) as session:
-            if session.get(SentEmail, key) is not None:
-                return EmailReceipt(message_id=message_id, already_sent=True)
-
+    ) -> EmailMessage:
         message = EmailMessage()
         message["From"] = self._sender
         message["To"] = to
@@ -147,29 +123,87 @@ class NotificationActivities:
             message["Reply-To"] = reply_to
         message["Subject"] = subject
         message["Date"] = formatdate(localtime=False)
-        message["Message-ID"] = message_id
+        message["Message-ID"] = message_id(key)
         message["X-Ordermill-Order"] = order_id
         message["X-Ordermill-Kind"] = kind
         message["X-Ordermill-Key"] = key
         message.set_content(body)
+        return message
+
+    def send(self, message: EmailMessage) -> None:
         self._notifier.send(message)
 
+
+def sent_email_row(message: EmailMessage) -> SentEmail:
+    """The record of a composed email, not yet sent."""
+    return SentEmail(
+        idempotency_key=str(message["X-Ordermill-Key"]),
+        order_id=str(message["X-Ordermill-Order"]),
+        kind=str(message["X-Ordermill-Kind"]),
+        recipient=str(message["To"]),
+        message_id=str(message["Message-ID"]),
+    )
+
+
+def send_recorded(engine: Engine, mailer: Mailer, message: EmailMessage) -> EmailReceipt:
+    """Send a recorded email unless its row is marked sent, then mark it.
+
+    At least once: a crash after the send and before the mark sends it again on the retry,
+    with the same Message-ID. Never again once marked.
+    """
+    key, mid = str(message["X-Ordermill-Key"]), str(message["Message-ID"])
+    with Session(read_only(engine)) as session:
+        row = session.get(SentEmail, key)
+        if row is None:
+            raise LookupError(f"email {key} is sent only once it is recorded")
+        if row.sent_at is not None:
+            return EmailReceipt(message_id=mid, already_sent=True)
+    mailer.send(message)
+    with Session(engine) as session:
+        session.exec(
+            update(SentEmail)
+            .where(col(SentEmail.idempotency_key) == key, col(SentEmail.sent_at).is_(None))
+            .values(sent_at=utcnow())
+        )
+        session.commit()
+    return EmailReceipt(message_id=mid, already_sent=False)
+
+
+class NotificationActivities:
+    """Emails that are not an order change: a customer's question, to the support mailbox.
+
+    (An order change's email goes out with its `record_order`, recorded in the same
+    transaction as the change.)
+    """
+
+    def __init__(self, mailer: Mailer, engine: Engine, *, support_mailbox: str) -> None:
+        self._mailer = mailer
+        self._engine = engine
+        self._support_mailbox = support_mailbox
+
+    @activity.defn(name="notify_support")
+    def notify_support(self, request: SupportInquiryInput) -> EmailReceipt:
+        """Forward a customer's question to the support mailbox, with the order attached."""
+        subject, body = render_support_inquiry(request.inquiry, request.order)
+        message = self._mailer.compose(
+            key=request.idempotency_key,
+            order_id=request.order.order_id,
+            kind="support_inquiry",
+            to=self._support_mailbox,
+            subject=subject,
+            body=body,
+            reply_to=request.customer_email,
+        )
         with Session(self._engine) as session:
-            session.add(
-                SentEmail(
-                    idempotency_key=key,
-                    order_id=order_id,
-                    kind=kind,
-                    recipient=to,
-                    message_id=message_id,
-                )
-            )
-            try:
-                session.commit()
-            except IntegrityError:  # a concurrent attempt recorded it first
-                session.rollback()
-        return EmailReceipt(message_id=message_id, already_sent=False)
+            if session.get(SentEmail, request.idempotency_key) is None:
+                session.add(sent_email_row(message))
+                try:
+                    session.commit()
+                except IntegrityError:  # a concurrent attempt recorded it first
+                    session.rollback()
+        return send_recorded(self._engine, self._mailer, message)
 
 
-def _message_id(key: str) -> str:
+def message_id(key: str) -> str:
+    """The same for every attempt at one email."""
     return f"<{hashlib.sha256(key.encode()).hexdigest()[:32]}@ordermill>"

@@ -1,81 +1,133 @@
 """The order read model: what list queries and closed orders are answered from.
 
-The workflow records a numbered snapshot on every change; writes are idempotent and a late,
-older snapshot never overwrites a newer one.
+The workflow records a numbered snapshot on every change, and a record never goes backwards:
+the order's row is replaced whole, in one statement, and only by a higher version, so two
+records racing each other leave the newer snapshot and never a row mixing the two. Timeline
+rows and carrier events are facts that older snapshots hold too: they are inserted, or ignored
+when already there. The email a change triggers is recorded in the change's transaction and
+sent once it has committed.
 """
 
+from collections.abc import Sequence
+
 from sqlalchemy import Engine, func
-from sqlmodel import Session, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.dml import UpdateBase
+from sqlmodel import Session, SQLModel, col, select, update
 from temporalio import activity
 
+from activities.notifications import Mailer, send_recorded, sent_email_row
 from models.activities import RecordOrderInput
-from models.tables import (
-    OrderEvent,
-    OrderRecord,
-    Shipment,
-    ShipmentEvent,
-    placed_order_record,
+from models.orders import OrderView
+from models.projection import (
+    order_record_values,
     shipment_event_row,
-    utcnow,
+    timeline_rows,
+    tracked_shipments,
 )
+from models.tables import OrderEvent, OrderRecord, SentEmail, Shipment, ShipmentEvent, utcnow
 
 
 class ReadModelActivities:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, mailer: Mailer) -> None:
         self._engine = engine
+        self._mailer = mailer
 
     @activity.defn(name="record_order")
     def record_order(self, request: RecordOrderInput) -> None:
+        """Record the snapshot, then send the email the change triggers, if any.
+
+        The email goes out at least once: a retry after a crash between its send and the mark
+        that it was sent sends it again, under the same Message-ID; an email already marked
+        sent is never sent again.
+        """
         order = request.order
+        # Composed before anything is written: an email that cannot be composed is never kept.
+        message = self._mailer.order_email(request.email, order) if request.email else None
         with Session(self._engine) as session:
-            row = session.get(OrderRecord, order.order_id)
-            if row is not None and row.version >= request.version:
-                return
-            if row is None:
-                row = placed_order_record(order)
-            row.status = order.status.value
-            row.reason_code = order.reason.code if order.reason else None
-            row.total = order.totals.total if order.totals else None
-            row.currency = order.totals.currency if order.totals else row.currency
-            row.captured = order.payment.captured
-            row.refunded = order.payment.refunded
-            row.tracking_number = order.shipment.tracking_number if order.shipment else None
-            row.updated_at = order.updated_at
-            row.version = request.version
-            row.view_json = order.model_dump_json()
-            session.add(row)
-
-            recorded = session.exec(
-                select(func.count())
-                .select_from(OrderEvent)
-                .where(OrderEvent.order_id == order.order_id)
-            ).one()
-            for seq, entry in enumerate(order.timeline[recorded:], start=recorded):
-                session.add(
-                    OrderEvent(
-                        order_id=order.order_id,
-                        seq=seq,
-                        at=entry.at,
-                        event=entry.event,
-                        status=entry.status.value,
-                        detail=entry.detail,
-                    )
-                )
-
-            if order.shipment is not None:
-                shipment = session.get(Shipment, order.shipment.tracking_number)
-                if shipment is not None and order.shipment.status is not None:
-                    shipment.status = order.shipment.status.value
-                    shipment.updated_at = utcnow()
-                    session.add(shipment)
-                known = set(
-                    session.exec(
-                        select(ShipmentEvent.event_id).where(
-                            ShipmentEvent.tracking_number == order.shipment.tracking_number
-                        )
-                    )
-                )
-                for event in order.shipment.events:
-                    if event.event_id not in known:
-                        session.add(shipment_event_row(event))
+            newest = _replace_row(session, order, request.version)
+            _add_timeline(session, order)
+            _record_shipments(session, order, newest=newest)
+            if message is not None:
+                _insert_ignoring(session, SentEmail, [sent_email_row(message)], ["idempotency_key"])
             session.commit()
+        if message is not None:
+            send_recorded(self._engine, self._mailer, message)
+
+
+def _replace_row(session: Session, order: OrderView, version: int) -> bool:
+    """Make `version` the order's row unless a newer one is there; whether it now is.
+
+    The UPDATE carries every column, so it replaces one whole snapshot with another. A first
+    record INSERTs, and if another first record got in between, UPDATEs that one instead.
+    """
+    values = order_record_values(order, version)
+    replace = (
+        update(OrderRecord)
+        .where(col(OrderRecord.order_id) == order.order_id, col(OrderRecord.version) < version)
+        .values({name: value for name, value in values.items() if name != "order_id"})
+    )
+    if session.exec(replace).rowcount:
+        return True
+    if _insert_ignoring(session, OrderRecord, [OrderRecord(**values)], ["order_id"]):
+        return True
+    return bool(session.exec(replace).rowcount)
+
+
+def _add_timeline(session: Session, order: OrderView) -> None:
+    recorded = session.exec(
+        select(func.count()).select_from(OrderEvent).where(OrderEvent.order_id == order.order_id)
+    ).one()
+    _insert_ignoring(session, OrderEvent, timeline_rows(order, recorded), ["order_id", "seq"])
+
+
+def _record_shipments(session: Session, order: OrderView, *, newest: bool) -> None:
+    """The carrier's events for each parcel; its status only from the newest snapshot, which
+    an older one arriving late must not rewind."""
+    shipments = tracked_shipments(order)
+    if newest:
+        for shipment in shipments:
+            if shipment.status is None:
+                continue
+            session.exec(
+                update(Shipment)
+                .where(
+                    col(Shipment.tracking_number) == shipment.tracking_number,
+                    col(Shipment.status) != shipment.status.value,
+                )
+                .values(status=shipment.status.value, updated_at=utcnow())
+            )
+    events = [shipment_event_row(event) for shipment in shipments for event in shipment.events]
+    _insert_ignoring(session, ShipmentEvent, events, ["tracking_number", "event_id"])
+
+
+def _insert_ignoring(
+    session: Session, table: type[SQLModel], rows: Sequence[SQLModel], unique: list[str]
+) -> int:
+    """Insert `rows` of `table` in one statement, skipping those whose `unique` columns are
+    taken (ON CONFLICT DO NOTHING, in ordermill's two dialects); how many went in.
+
+    Counted from RETURNING: psycopg reports no rowcount for an INSERT built this way.
+    """
+    if not rows:
+        return 0
+    values = [row.model_dump(exclude={"id"}) for row in rows]
+    key = list(table.__table__.primary_key.columns)  # type: ignore[attr-defined]
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        statement: UpdateBase = (
+            postgresql.insert(table)
+            .values(values)
+            .on_conflict_do_nothing(index_elements=unique)
+            .returning(*key)
+        )
+    elif dialect == "sqlite":
+        statement = (
+            sqlite.insert(table)
+            .values(values)
+            .on_conflict_do_nothing(index_elements=unique)
+            .returning(*key)
+        )
+    else:
+        raise NotImplementedError(f"no insert-or-ignore for {dialect}")
+    return len(session.exec(statement).all())

@@ -49,7 +49,8 @@ from models.orders import (
     PlaceOrderInput,
     received_view,
 )
-from models.tables import Customer, OrderRecord, Product, placed_order_record
+from models.projection import placed_order_record
+from models.tables import Customer, OrderRecord, Product
 from models.wire import UPDATE_CANCEL
 from temporal_client import start_order
 
@@ -288,7 +289,7 @@ def list_orders(
             reason_code=row.reason_code,
             currency=row.currency,
             total=row.total,
-            tracking_number=row.tracking_number,
+            tracking_numbers=row.tracking_numbers,
             placed_at=_utc(row.placed_at),
             updated_at=_utc(row.updated_at),
         )

@@ -25,7 +25,8 @@ from api.order_calls import temporal_unavailable
 from api.problems import ApiProblem, field_errors, invalid, not_found, problem_responses
 from models.http import CARRIER_EVENT_EXAMPLES, WebhookAck
 from models.orders import CarrierEvent
-from models.tables import CarrierWebhookReceipt, Shipment, ShipmentEvent, shipment_event_row
+from models.projection import shipment_event_row
+from models.tables import CarrierWebhookReceipt, Shipment, ShipmentEvent
 from models.wire import SIGNAL_CARRIER_EVENT, order_workflow_id
 
 log = logging.getLogger("ordermill.api.webhooks")

@@ -1,30 +1,48 @@
-"""NotificationActivities: each email is sent once per order event, however often retried."""
+"""Emails: what each says about the order's parcels, and that each is sent once per event."""
 
 import dataclasses
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 from pathlib import Path
 
 from sqlalchemy import Engine
-from sqlmodel import Session, delete, select
+from sqlmodel import Session, select, update
 from temporalio.testing import ActivityEnvironment
 
 from activities.downloads import DownloadLinks
-from activities.notifications import NotificationActivities, OutboxNotifier
-from models.activities import EmailKind, SendEmailInput
+from activities.email_templates import TEMPLATES, render
+from activities.notifications import (
+    Mailer,
+    NotificationActivities,
+    OutboxNotifier,
+    send_recorded,
+    sent_email_row,
+)
+from models.activities import EmailKind, OrderEmail, SupportInquiryInput
 from models.orders import (
+    CarrierStatus,
     DeliveryOption,
+    InquiryView,
     OrderItem,
     OrderLine,
     OrderStatus,
     OrderView,
+    RefundKind,
+    RefundView,
+    ReturnReason,
+    ReturnResolution,
+    ReturnStatus,
+    ReturnView,
+    ShipmentLine,
+    ShipmentView,
     order_totals,
 )
 from models.tables import SentEmail
 
 LINKS = DownloadLinks("https://shop.example", "test-secret")
+NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
 
 class CountingNotifier:
@@ -35,12 +53,33 @@ class CountingNotifier:
         self.sent.append(message)
 
 
-def order_view(order_id: str) -> OrderView:
+def mailer(notifier: CountingNotifier | OutboxNotifier) -> Mailer:
+    return Mailer(notifier, sender="orders@shop.example", links=LINKS)
+
+
+def parcel(
+    shipment_id: str, sku: str, tracking: str, status: CarrierStatus | None = None
+) -> ShipmentView:
+    return ShipmentView(
+        shipment_id=shipment_id,
+        warehouse="WH-EAST",
+        lines=[ShipmentLine(sku=sku, quantity=1)],
+        status=status,
+        carrier="simulated-carrier",
+        tracking_number=tracking,
+        shipped_at=NOW,
+    )
+
+
+def order_view(order_id: str = "o-1", *, shipments: list[ShipmentView] | None = None) -> OrderView:
+    """Two paperbacks from two warehouses, and an e-book."""
     lines = [
         OrderLine(sku="BOOK-DUNE", name="Dune", quantity=1, unit_price=1899, digital=False),
+        OrderLine(
+            sku="BOOK-NEUROMANCER", name="Neuromancer", quantity=1, unit_price=1599, digital=False
+        ),
         OrderLine(sku="EBOOK-DUNE", name="Dune (e-book)", quantity=1, unit_price=999, digital=True),
     ]
-    now = datetime.now(UTC)
     return OrderView(
         order_id=order_id,
         customer_id="cus_ada",
@@ -49,18 +88,25 @@ def order_view(order_id: str) -> OrderView:
         lines=lines,
         delivery=DeliveryOption.STANDARD,
         totals=order_totals(lines, DeliveryOption.STANDARD),
-        placed_at=now,
-        updated_at=now,
+        shipments=shipments
+        if shipments is not None
+        else [
+            parcel("SHP-1", "BOOK-DUNE", "OMTRACK1"),
+            parcel("SHP-2", "BOOK-NEUROMANCER", "OMTRACK2"),
+        ],
+        placed_at=NOW,
+        updated_at=NOW,
+        return_window_ends_at=NOW + timedelta(days=30),
     )
 
 
-def email(order_id: str, kind: EmailKind) -> SendEmailInput:
-    return SendEmailInput(
-        idempotency_key=f"{order_id}:{kind.value}",
+def email(kind: EmailKind, reference: str | None = None) -> OrderEmail:
+    return OrderEmail(
+        idempotency_key=f"o-1:{kind.value}" + (f":{reference}" if reference else ""),
         kind=kind,
         to="ada@example.com",
         customer_name="Ada Lovelace",
-        order=order_view(order_id),
+        reference=reference,
     )
 
 
@@ -70,61 +116,147 @@ def retry_env(attempt: int) -> ActivityEnvironment:
     return env
 
 
-def test_a_retried_send_is_recorded_once_and_not_sent_again(engine: Engine) -> None:
-    notifier = CountingNotifier()
-    notifications = NotificationActivities(
-        notifier,
-        engine,
-        sender="orders@shop.example",
-        links=LINKS,
-        support_mailbox="support@shop.example",
+def test_every_kind_of_email_has_words() -> None:
+    assert set(TEMPLATES) == set(EmailKind)
+
+
+def test_each_parcel_has_its_own_shipped_email() -> None:
+    order = order_view()
+    subject, body = render(EmailKind.SHIPPED, "Ada", order, [], reference="SHP-2")
+    assert "SHP-2" in subject
+    assert "simulated-carrier OMTRACK2" in body and "(2 of 2)" in body
+    assert "Neuromancer" in body
+    assert "OMTRACK1" not in body and "Dune" not in body  # the other parcel's
+
+
+def test_the_delivered_email_lists_what_arrived() -> None:
+    order = order_view(
+        shipments=[
+            parcel("SHP-1", "BOOK-DUNE", "OMTRACK1", CarrierStatus.DELIVERED),
+            parcel("SHP-2", "BOOK-NEUROMANCER", "OMTRACK2", CarrierStatus.DELIVERED),
+        ]
+    )
+    _, body = render(EmailKind.DELIVERED, "Ada", order, [])
+    assert "Dune" in body and "Neuromancer" in body
+    assert "OMTRACK1" in body and "OMTRACK2" in body
+    assert "2026-02-04" in body  # the end of the return window
+
+
+def test_the_partially_delivered_email_says_what_arrived_what_failed_and_the_refund() -> None:
+    order = order_view(
+        shipments=[
+            parcel("SHP-1", "BOOK-DUNE", "OMTRACK1", CarrierStatus.DELIVERED),
+            parcel("SHP-2", "BOOK-NEUROMANCER", "OMTRACK2", CarrierStatus.RETURN_TO_SENDER),
+        ]
+    )
+    order.refunds = [
+        RefundView(
+            refund_id="REF-1",
+            kind=RefundKind.DELIVERY_FAILED,
+            amount=1599,
+            reason="failure",
+            at=NOW,
+        )
+    ]
+    subject, body = render(EmailKind.PARTIALLY_DELIVERED, "Ada", order, [])
+    assert "Part of order o-1" in subject
+    arrived, failed = body.split("could not deliver")
+    assert "Dune" in arrived and "Neuromancer" not in arrived
+    assert "Neuromancer" in failed and "OMTRACK2" in failed
+    assert "refunded $15.99" in failed
+
+
+def test_the_exchange_email_names_the_replacements_parcel() -> None:
+    order = order_view()
+    order.returns = [
+        ReturnView(
+            return_id="RET-1",
+            lines=[ShipmentLine(sku="BOOK-DUNE", quantity=1)],
+            reason=ReturnReason.DAMAGED,
+            resolution=ReturnResolution.EXCHANGE,
+            status=ReturnStatus.EXCHANGE_SHIPPED,
+            requested_at=NOW,
+            tracking_number="OMRETURN1",
+            exchange_shipment=parcel("SHP-X1", "BOOK-DUNE", "OMEXCH1"),
+        )
+    ]
+    _, body = render(EmailKind.EXCHANGE_SHIPPED, "Ada", order, [], reference="RET-1")
+    assert "simulated-carrier OMEXCH1" in body and "OMTRACK1" not in body
+
+
+def test_the_digital_delivery_email_links_only_the_digital_lines() -> None:
+    message = mailer(CountingNotifier()).order_email(
+        email(EmailKind.DIGITAL_DELIVERY), order_view()
+    )
+    body = message.get_content()
+    assert LINKS.url("o-1", "EBOOK-DUNE") in body
+    assert body.count("/downloads/") == 1  # no link for the paperbacks
+    assert (message["X-Ordermill-Order"], message["X-Ordermill-Kind"]) == (
+        "o-1",
+        "digital_delivery",
     )
 
-    first = retry_env(1).run(notifications.send_email, email("o-1", EmailKind.CONFIRMATION))
-    again = retry_env(2).run(notifications.send_email, email("o-1", EmailKind.CONFIRMATION))
-    other = retry_env(1).run(notifications.send_email, email("o-1", EmailKind.SHIPPED))
 
-    assert (first.already_sent, again.already_sent, other.already_sent) == (False, True, False)
-    assert again.message_id == first.message_id != other.message_id
-    assert [str(m["X-Ordermill-Kind"]) for m in notifier.sent] == ["confirmation", "shipped"]
+def test_the_message_id_is_the_same_for_every_attempt_at_one_email() -> None:
+    compose = mailer(CountingNotifier()).order_email
+    first = compose(email(EmailKind.SHIPPED, "SHP-1"), order_view())
+    again = compose(email(EmailKind.SHIPPED, "SHP-1"), order_view())
+    other = compose(email(EmailKind.SHIPPED, "SHP-2"), order_view())
+    assert first["Message-ID"] == again["Message-ID"] != other["Message-ID"]
+
+
+def test_a_support_inquiry_is_forwarded_once_however_often_retried(engine: Engine) -> None:
+    notifier = CountingNotifier()
+    notifications = NotificationActivities(
+        mailer(notifier), engine, support_mailbox="support@shop.example"
+    )
+    request = SupportInquiryInput(
+        idempotency_key="o-1:inquiry:INQ-1",
+        customer_email="ada@example.com",
+        inquiry=InquiryView(inquiry_id="INQ-1", message="Gift-wrap, please?", at=NOW),
+        order=order_view(),
+    )
+
+    first = retry_env(1).run(notifications.notify_support, request)
+    again = retry_env(2).run(notifications.notify_support, request)
+
+    assert (first.already_sent, again.already_sent) == (False, True)
+    assert first.message_id == again.message_id
+    assert len(notifier.sent) == 1
+    message = notifier.sent[0]
+    assert (message["To"], message["Reply-To"]) == ("support@shop.example", "ada@example.com")
+    assert "Gift-wrap, please?" in message.get_content()
     with Session(engine) as session:
-        rows = session.exec(select(SentEmail).where(SentEmail.order_id == "o-1")).all()
-    assert sorted((row.kind, row.recipient) for row in rows) == [
-        ("confirmation", "ada@example.com"),
-        ("shipped", "ada@example.com"),
-    ]
+        row = session.get(SentEmail, "o-1:inquiry:INQ-1")
+        assert row is not None and row.sent_at is not None
 
 
 def test_the_outbox_holds_one_file_when_a_send_is_retried_after_a_crash(
     engine: Engine, tmp_path: Path
 ) -> None:
     outbox = tmp_path / "outbox"
-    notifications = NotificationActivities(
-        OutboxNotifier(outbox),
-        engine,
-        sender="orders@shop.example",
-        links=LINKS,
-        support_mailbox="support@shop.example",
-    )
-    request = email("o-1", EmailKind.DIGITAL_DELIVERY)
-
-    retry_env(1).run(notifications.send_email, request)
-    # The worker died after writing the email but before recording it: the retry writes again.
+    outbox_mailer = mailer(OutboxNotifier(outbox))
+    message = outbox_mailer.order_email(email(EmailKind.DIGITAL_DELIVERY), order_view())
     with Session(engine) as session:
-        session.exec(delete(SentEmail))
+        session.add(sent_email_row(message))
         session.commit()
-    retry_env(2).run(notifications.send_email, request)
-    retry_env(3).run(notifications.send_email, request)
+
+    send_recorded(engine, outbox_mailer, message)
+    # The worker died after writing the email but before marking it sent: the retry writes again.
+    with Session(engine) as session:
+        session.exec(update(SentEmail).values(sent_at=None))
+        session.commit()
+    assert not send_recorded(engine, outbox_mailer, message).already_sent
+    assert send_recorded(engine, outbox_mailer, message).already_sent
 
     files = sorted(outbox.iterdir())
     assert [f.name for f in files] == ["o-1_digital_delivery.eml"]  # no second copy, no .tmp
-    message = BytesParser(policy=policy.default).parsebytes(files[0].read_bytes())
-    assert isinstance(message, EmailMessage)
-    assert message["To"] == "ada@example.com"
-    assert message["X-Ordermill-Order"] == "o-1"
-    body = message.get_content()
-    assert LINKS.url("o-1", "EBOOK-DUNE") in body
-    assert body.count("/downloads/") == 1  # no link for the paperback
+    parsed = BytesParser(policy=policy.default).parsebytes(files[0].read_bytes())
+    assert isinstance(parsed, EmailMessage)
+    assert parsed["To"] == "ada@example.com"
+    assert parsed["Message-ID"] == message["Message-ID"]
+    with Session(engine) as session:
+        assert [row.kind for row in session.exec(select(SentEmail))] == ["digital_delivery"]
 
 
 def test_download_links_are_signed_per_order_and_sku() -> None:
