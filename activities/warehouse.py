@@ -1,4 +1,4 @@
-"""The warehouse picks and packs an order's physical lines."""
+"""A warehouse picks and packs one parcel of an order's physical lines."""
 
 import asyncio
 from datetime import timedelta
@@ -29,4 +29,4 @@ class WarehouseActivities:
             await asyncio.sleep(step)  # raises CancelledError when the order is cancelled
             remaining -= step
         units = sum(line.quantity for line in request.lines)
-        return Parcel(parcel_id=f"PCL-{request.order_id}", items=units)
+        return Parcel(parcel_id=f"PCL-{request.order_id}-{request.shipment_id}", items=units)

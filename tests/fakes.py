@@ -33,8 +33,10 @@ from models.activities import (
     BookedShipment,
     BookShipmentInput,
     CapturePaymentInput,
+    CommitStockInput,
     EmailKind,
     EmailReceipt,
+    OrderEmail,
     OrderRef,
     Parcel,
     PaymentAuthorization,
@@ -46,7 +48,6 @@ from models.activities import (
     ReserveStockInput,
     RestockInput,
     RevokeDownloadsInput,
-    SendEmailInput,
     ShipmentDirection,
     SupportInquiryInput,
     VerifiedCustomer,
@@ -54,6 +55,7 @@ from models.activities import (
     VoidPaymentInput,
 )
 from models.orders import Address, OrderLine
+from workflows.allocation import allocate
 from workflows.order import OrderWorkflow
 
 ADA_ADDRESS = Address(
@@ -71,19 +73,25 @@ ADA = VerifiedCustomer(
 )
 
 
+WAREHOUSES = ["WH-EAST", "WH-WEST"]
+
+
 @dataclass
 class FakeProduct:
     name: str
     price: int
     digital: bool = False
-    stock: int = 100
+    # Free units per warehouse.
+    stock: dict[str, int] = field(default_factory=lambda: {"WH-EAST": 100})
 
 
 def fake_catalog() -> dict[str, FakeProduct]:
+    """BOOK-DUNE ships from WH-EAST and BOOK-EARTHSEA from WH-WEST: ordering both splits."""
     return {
         "BOOK-DUNE": FakeProduct("Dune (paperback)", 1899),
-        "BOOK-SOLDOUT": FakeProduct("Out-of-print atlas", 4999, stock=0),
-        "EBOOK-DUNE": FakeProduct("Dune (e-book)", 999, digital=True, stock=0),
+        "BOOK-EARTHSEA": FakeProduct("A Wizard of Earthsea", 1299, stock={"WH-WEST": 100}),
+        "BOOK-SOLDOUT": FakeProduct("Out-of-print atlas", 4999, stock={}),
+        "EBOOK-DUNE": FakeProduct("Dune (e-book)", 999, digital=True, stock={}),
     }
 
 
@@ -113,13 +121,17 @@ class FakeOrderSystems:
     flaky_failures: int = 2
     # Pick/pack runs until cancelled, heartbeating, so a test can cancel an order mid-fulfilment.
     hold_pick_pack: bool = False
+    # Warehouses whose pick/pack is held the same way; the others pack at once.
+    held_warehouses: set[str] = field(default_factory=set)
     # Capture waits until this is set, so a test can act between booking and `shipped`.
     capture_allowed: asyncio.Event = field(default_factory=_open_gate)
     # SKUs the warehouse has run out of since the order was placed (an exchange finds none).
     sold_out: set[str] = field(default_factory=set)
     calls: list[Call] = field(default_factory=list)
+    authorized: dict[str, int] = field(default_factory=dict)
     pick_pack_cancelled: bool = False
-    held: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Units held per order, as (warehouse, sku) -> units.
+    held: dict[str, dict[tuple[str, str], int]] = field(default_factory=dict)
     revoked: set[tuple[str, str]] = field(default_factory=set)
 
     def activities(self) -> list[Callable[..., Any]]:
@@ -135,7 +147,6 @@ class FakeOrderSystems:
             self.refund_payment,
             self.pick_and_pack,
             self.book_shipment,
-            self.send_email,
             self.notify_support,
             self.revoke_downloads,
             self.record_order,
@@ -150,8 +161,12 @@ class FakeOrderSystems:
         """The business calls in order, without the read model's bookkeeping."""
         return [call.name for call in self.calls if call.name != "record_order"]
 
+    def sent(self) -> list[OrderEmail]:
+        """The emails recorded with the order's changes, in order."""
+        return [r.email for r in self.called("record_order") if r.email is not None]
+
     def emails(self) -> list[EmailKind]:
-        return [email.kind for email in self.called("send_email")]
+        return [email.kind for email in self.sent()]
 
     def _log(self, name: str, arg: BaseModel) -> None:
         self.calls.append(Call(name, arg.model_copy(deep=True)))
@@ -173,50 +188,75 @@ class FakeOrderSystems:
     @activity.defn(name="reserve_stock")
     async def reserve_stock(self, request: ReserveStockInput) -> Reservation:
         self._log("reserve_stock", request)
-        lines = []
+        wanted: dict[str, int] = {}
         for item in request.items:
-            product = self.catalog.get(item.sku)
-            if product is None:
+            if item.sku not in self.catalog:
                 raise business_failure(UNKNOWN_SKU, "unknown_sku", f"{item.sku} is unknown")
-            if not product.digital and (product.stock < item.quantity or item.sku in self.sold_out):
-                raise business_failure(
-                    OUT_OF_STOCK, "out_of_stock", f"not enough stock of {item.sku}"
-                )
-            lines.append(
-                OrderLine(
-                    sku=item.sku,
-                    name=product.name,
-                    quantity=item.quantity,
-                    unit_price=product.price,
-                    digital=product.digital,
-                )
+            wanted[item.sku] = wanted.get(item.sku, 0) + item.quantity
+        lines = [
+            OrderLine(
+                sku=sku,
+                name=self.catalog[sku].name,
+                quantity=quantity,
+                unit_price=self.catalog[sku].price,
+                digital=self.catalog[sku].digital,
             )
-        for line in lines:
-            if not line.digital:
-                self.catalog[line.sku].stock -= line.quantity
-        self.held[request.order_id] = {line.sku: line.quantity for line in lines}
-        return Reservation(order_id=request.order_id, lines=lines)
+            for sku, quantity in wanted.items()
+        ]
+        physical = {line.sku: line.quantity for line in lines if not line.digital}
+        available = {
+            warehouse: {
+                sku: 0 if sku in self.sold_out else product.stock.get(warehouse, 0)
+                for sku, product in self.catalog.items()
+            }
+            for warehouse in WAREHOUSES
+        }
+        parcels = allocate(
+            physical, available, WAREHOUSES, single_warehouse=request.single_warehouse
+        )
+        if parcels is None:
+            short = [
+                sku
+                for sku, units in physical.items()
+                if sum(free[sku] for free in available.values()) < units
+            ]
+            raise business_failure(
+                OUT_OF_STOCK, "out_of_stock", f"not enough stock of {', '.join(short)}"
+            )
+        held = self.held.setdefault(request.order_id, {})
+        for parcel in parcels:
+            for line in parcel.lines:
+                self.catalog[line.sku].stock[parcel.warehouse] -= line.quantity
+                held[(parcel.warehouse, line.sku)] = line.quantity
+        return Reservation(order_id=request.order_id, lines=lines, parcels=parcels)
 
     @activity.defn(name="release_stock")
     async def release_stock(self, request: OrderRef) -> int:
         self._log("release_stock", request)
         held = self.held.pop(request.order_id, {})
-        for sku, quantity in held.items():
-            if not self.catalog[sku].digital:
-                self.catalog[sku].stock += quantity
+        for (warehouse, sku), quantity in held.items():
+            self.catalog[sku].stock[warehouse] += quantity
         return sum(held.values())
 
     @activity.defn(name="commit_stock")
-    async def commit_stock(self, request: OrderRef) -> int:
+    async def commit_stock(self, request: CommitStockInput) -> int:
         self._log("commit_stock", request)
-        return sum(self.held.pop(request.order_id, {}).values())
+        held = self.held.get(request.order_id, {})
+        mine = {key: n for key, n in held.items() if key[0] == request.warehouse}
+        for key in mine:
+            del held[key]
+        return sum(mine.values())
 
     @activity.defn(name="restock")
     async def restock(self, request: RestockInput) -> int:
         self._log("restock", request)
-        for line in request.lines:
-            self.catalog[line.sku].stock += line.quantity
-        return sum(line.quantity for line in request.lines)
+        units = 0
+        for parcel in request.parcels:
+            for line in parcel.lines:
+                stock = self.catalog[line.sku].stock
+                stock[parcel.warehouse] = stock.get(parcel.warehouse, 0) + line.quantity
+                units += line.quantity
+        return units
 
     # ---- payments ----------------------------------------------------------------------------
 
@@ -227,6 +267,7 @@ class FakeOrderSystems:
             raise business_failure(PAYMENT_DECLINED, "card_declined", "the card was declined")
         if request.token == FLAKY_TOKEN and activity.info().attempt <= self.flaky_failures:
             raise ApplicationError("processor timeout", type="GatewayUnavailable")
+        self.authorized[f"auth-{request.idempotency_key}"] = request.amount
         return PaymentAuthorization(
             authorization_id=f"auth-{request.idempotency_key}", amount=request.amount
         )
@@ -239,8 +280,12 @@ class FakeOrderSystems:
 
     @activity.defn(name="void_payment")
     async def void_payment(self, request: VoidPaymentInput) -> PaymentResult:
+        """Releases what the authorization holds uncaptured, as the real processor does."""
         self._log("void_payment", request)
-        return PaymentResult(transaction_id=f"void-{request.idempotency_key}", amount=0)
+        authorization = f"auth-{request.authorize_key}"
+        captured = sum(c.amount for c in self.called("capture_payment"))
+        left = self.authorized.get(authorization, 0) - captured
+        return PaymentResult(transaction_id=f"void-{request.idempotency_key}", amount=left)
 
     @activity.defn(name="refund_payment")
     async def refund_payment(self, request: RefundPaymentInput) -> PaymentResult:
@@ -253,34 +298,30 @@ class FakeOrderSystems:
     async def pick_and_pack(self, request: PickPackInput) -> Parcel:
         self._log("pick_and_pack", request)
         try:
-            while self.hold_pick_pack:
+            while self.hold_pick_pack or request.warehouse in self.held_warehouses:
                 activity.heartbeat("picking")
                 await asyncio.sleep(0.05)
         except asyncio.CancelledError:
             self.pick_pack_cancelled = True
             raise
         return Parcel(
-            parcel_id=f"PCL-{request.order_id}", items=sum(ln.quantity for ln in request.lines)
+            parcel_id=f"PCL-{request.order_id}-{request.shipment_id}",
+            items=sum(ln.quantity for ln in request.lines),
         )
 
     @activity.defn(name="book_shipment")
     async def book_shipment(self, request: BookShipmentInput) -> BookedShipment:
-        """Tracking numbers a test can predict: `TRK-<order>` for the order's parcel,
-        `TRK-<order>-RET-1` for the exchange sent for RET-1, `RTN-<order>-RET-1` for its
-        return label."""
+        """Tracking numbers a test can predict: `TRK-<order>-SHP-1` for the order's first
+        parcel, `TRK-<order>-RET-1-exchange` for the exchange sent for RET-1,
+        `RTN-<order>-RET-1` for its return label."""
         self._log("book_shipment", request)
         if request.direction is ShipmentDirection.RETURN:
-            tracking = f"RTN-{request.order_id}-{request.parcel_id.removesuffix('-parcel')}"
+            tracking = f"RTN-{request.order_id}-{request.parcel_id.removesuffix('-label')}"
         else:
-            tracking = "TRK-" + request.parcel_id.removeprefix("PCL-")
+            tracking = f"TRK-{request.order_id}-{request.parcel_id}"
         return BookedShipment(carrier="fake-carrier", tracking_number=tracking)
 
     # ---- notifications -----------------------------------------------------------------------
-
-    @activity.defn(name="send_email")
-    async def send_email(self, request: SendEmailInput) -> EmailReceipt:
-        self._log("send_email", request)
-        return EmailReceipt(message_id=f"<{request.idempotency_key}@fake>", already_sent=False)
 
     @activity.defn(name="notify_support")
     async def notify_support(self, request: SupportInquiryInput) -> EmailReceipt:

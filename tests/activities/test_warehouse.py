@@ -8,21 +8,24 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.warehouse import WarehouseActivities
 from models.activities import PickPackInput
-from models.orders import OrderLine
+from models.orders import ShipmentLine
 
-LINES = [
-    OrderLine(sku="BOOK-DUNE", name="Dune", quantity=2, unit_price=1899, digital=False),
-    OrderLine(
-        sku="BOOK-NEUROMANCER", name="Neuromancer", quantity=1, unit_price=1599, digital=False
-    ),
-]
+PARCEL = PickPackInput(
+    order_id="o-1",
+    shipment_id="SHP-1",
+    warehouse="WH-EAST",
+    lines=[
+        ShipmentLine(sku="BOOK-DUNE", quantity=2),
+        ShipmentLine(sku="BOOK-NEUROMANCER", quantity=1),
+    ],
+)
 
 
 async def test_pick_and_pack_packs_every_unit() -> None:
     parcel = await ActivityEnvironment().run(
-        WarehouseActivities(timedelta(0)).pick_and_pack, PickPackInput(order_id="o-1", lines=LINES)
+        WarehouseActivities(timedelta(0)).pick_and_pack, PARCEL
     )
-    assert (parcel.parcel_id, parcel.items) == ("PCL-o-1", 3)
+    assert (parcel.parcel_id, parcel.items) == ("PCL-o-1-SHP-1", 3)
 
 
 async def test_pick_and_pack_heartbeats_and_honours_cancellation() -> None:
@@ -36,5 +39,5 @@ async def test_pick_and_pack_heartbeats_and_honours_cancellation() -> None:
     env.on_heartbeat = on_heartbeat
     warehouse = WarehouseActivities(timedelta(hours=1))
     with pytest.raises(asyncio.CancelledError):
-        await env.run(warehouse.pick_and_pack, PickPackInput(order_id="o-1", lines=LINES))
+        await env.run(warehouse.pick_and_pack, PARCEL)
     assert len(beats) == 1

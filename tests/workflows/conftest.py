@@ -104,12 +104,15 @@ class OrderUnderTest:
         *,
         occurred_at: datetime | None = None,
         tracking_number: str | None = None,
+        parcel: str = "SHP-1",
     ) -> None:
+        """A carrier event for the order's `parcel` (its fake tracking number), or for
+        `tracking_number`."""
         await self.handle.signal(
             OrderWorkflow.carrier_event,
             CarrierEvent(
                 event_id=event_id,
-                tracking_number=tracking_number or f"TRK-{self.order_id}",
+                tracking_number=tracking_number or f"TRK-{self.order_id}-{parcel}",
                 status=status,
                 occurred_at=occurred_at or datetime.now(UTC),
                 description=f"carrier says {status.value}",

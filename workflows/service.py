@@ -1,0 +1,347 @@
+"""Customer service on a delivered order: returns, exchanges, refunds, questions, feedback.
+
+Returns and refunds work on the lines of any delivered parcel. A return label is a parcel of
+its own; once it is back, the units go to the warehouses that sent them, and the return is
+refunded or, for an exchange, the same items are sent again at no charge.
+"""
+
+import asyncio
+from collections.abc import Callable
+from typing import NoReturn
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
+
+from activities.downloads import DownloadActivities
+from activities.errors import OUT_OF_STOCK, UNKNOWN_SKU
+from activities.inventory import InventoryActivities
+from activities.notifications import NotificationActivities
+from models.activities import (
+    EmailKind,
+    ReserveStockInput,
+    RestockInput,
+    RevokeDownloadsInput,
+    SupportInquiryInput,
+)
+from models.orders import (
+    AFTER_DELIVERY_STATUSES,
+    CAPTURED_STATUSES,
+    OPEN_RETURN_STATUSES,
+    Address,
+    CarrierStatus,
+    DeliveryOption,
+    FeedbackRequest,
+    FeedbackView,
+    GoodwillRefundRequest,
+    InquiryRequest,
+    InquiryView,
+    OrderItem,
+    OrderTimeouts,
+    RefundKind,
+    RefundView,
+    ReturnRequest,
+    ReturnResolution,
+    ReturnStatus,
+    ReturnView,
+    ShipmentView,
+    money,
+)
+from workflows import policies, rules
+from workflows.journal import Journal
+from workflows.money import Money
+from workflows.parcel import Parcel, ParcelKind
+
+
+class CustomerService:
+    def __init__(
+        self,
+        journal: Journal,
+        money: Money,
+        timeouts: OrderTimeouts,
+        track: Callable[[Parcel], None],
+    ) -> None:
+        self._journal = journal
+        self._money = money
+        self._timeouts = timeouts
+        self._track = track  # routes a new parcel's carrier events to it
+        self._return_tasks: list[asyncio.Task[None]] = []
+        self._window_closed = False
+
+    @property
+    def _order_id(self) -> str:
+        return self._journal.view.order_id
+
+    async def return_window(self) -> None:
+        """Stay open for returns until the window closes and every open return has ended."""
+        view = self._journal.view
+        await workflow.sleep(self._timeouts.return_window, summary="return window")
+        self._window_closed = True
+        await workflow.wait_condition(
+            lambda: all(r.status not in OPEN_RETURN_STATUSES for r in view.returns)
+        )
+        await asyncio.gather(*self._return_tasks)
+
+    # ---- returns and exchanges ------------------------------------------------------------
+
+    def validate_return(self, request: ReturnRequest) -> None:
+        view = self._journal.view
+        if view.status not in AFTER_DELIVERY_STATUSES or view.return_window_ends_at is None:
+            _refuse("ReturnRefused", f"only a delivered order can be returned; it is {view.status}")
+        if self._window_closed or workflow.now() > view.return_window_ends_at:
+            _refuse(
+                "ReturnRefused",
+                f"the return window closed on {view.return_window_ends_at:%Y-%m-%d %H:%M} UTC",
+            )
+        lines = {line.sku: line for line in view.lines}
+        for line in rules.merge_lines(request.lines):
+            if line.sku not in lines:
+                _refuse("ReturnRefused", f"{line.sku} is not part of this order")
+            left = rules.returnable(line.sku, view.shipments, view.lines, view.returns)
+            if line.quantity > left:
+                _refuse(
+                    "ReturnRefused",
+                    f"only {left} of {line.sku} can still be returned, not {line.quantity}",
+                )
+        kinds = {lines[line.sku].digital for line in request.lines}
+        if len(kinds) > 1:
+            _refuse("ReturnRefused", "return digital and physical items separately")
+        if kinds == {True} and request.resolution is ReturnResolution.EXCHANGE:
+            _refuse("ReturnRefused", "digital items can be refunded, not exchanged")
+
+    async def request_return(self, request: ReturnRequest, address: Address) -> ReturnView:
+        view = self._journal.view
+        lines = rules.merge_lines(request.lines)
+        ordered = {line.sku: line for line in view.lines}
+        ret = ReturnView(
+            return_id=f"RET-{len(view.returns) + 1}",
+            lines=lines,
+            reason=request.reason,
+            resolution=request.resolution,
+            status=ReturnStatus.AWAITING_PARCEL,
+            digital=ordered[lines[0].sku].digital,
+            requested_at=workflow.now(),
+        )
+        view.returns.append(ret)
+        what = f"{ret.return_id}: {rules.describe_lines(lines)} ({request.reason})"
+        if ret.digital:
+            self._journal.append("return_requested", what)
+            await policies.local(
+                policies.DATABASE,
+                DownloadActivities.revoke_downloads,
+                RevokeDownloadsInput(order_id=self._order_id, skus=[line.sku for line in lines]),
+                f"Revoke downloads for {ret.return_id}",
+            )
+            await self._refund_return(ret)
+            return ret
+        label = Parcel(
+            ShipmentView(shipment_id=f"{ret.return_id}-label", lines=lines),
+            kind=ParcelKind.RETURN,
+            stock_order_id=self._order_id,
+            delivery=DeliveryOption.STANDARD,
+            deadline=self._timeouts.return_arrival_timeout,
+        )
+        await label.book(self._order_id, address)
+        ret.tracking_number = label.shipment.tracking_number
+        self._track(label)
+        await self._journal.note(
+            "return_requested",
+            f"{what}, label {ret.tracking_number}",
+            summary=f"Return {ret.return_id} requested: {rules.describe_lines(lines)}",
+            email=EmailKind.RETURN_LABEL,
+            reference=ret.return_id,
+        )
+        self._return_tasks.append(asyncio.create_task(self._follow_return(ret, label, address)))
+        return ret
+
+    async def _follow_return(self, ret: ReturnView, label: Parcel, address: Address) -> None:
+        """From return label to outcome: wait for the parcel, restock, then refund or exchange."""
+        view = self._journal.view
+        if await label.outcome() is not CarrierStatus.DELIVERED:
+            ret.status = ReturnStatus.NOT_RECEIVED
+            ret.closed_at = workflow.now()
+            await self._journal.note(
+                "return_not_received",
+                f"{ret.return_id} {ret.tracking_number}",
+                summary=f"Return {ret.return_id} never arrived: closed without a refund",
+                email=EmailKind.RETURN_NOT_RECEIVED,
+                reference=ret.return_id,
+            )
+            return
+        earlier = [
+            r
+            for r in view.returns
+            if r is not ret
+            and r.status not in (ReturnStatus.AWAITING_PARCEL, ReturnStatus.NOT_RECEIVED)
+        ]
+        ret.status = ReturnStatus.RECEIVED
+        await policies.local(
+            policies.DATABASE,
+            InventoryActivities.restock,
+            RestockInput(
+                order_id=self._order_id,
+                return_id=ret.return_id,
+                parcels=rules.restock_parcels(ret.lines, view.shipments, earlier),
+            ),
+            f"Restock {ret.return_id}",
+        )
+        self._journal.append("return_received", ret.return_id)
+        if ret.resolution is ReturnResolution.EXCHANGE and await self._exchange(ret, address):
+            return
+        await self._refund_return(ret)
+
+    async def _exchange(self, ret: ReturnView, address: Address) -> bool:
+        """Send the same items again at no charge, in one parcel; False if none can."""
+        exchange_id = f"{self._order_id}-{ret.return_id}"
+        items = [OrderItem(sku=line.sku, quantity=line.quantity) for line in ret.lines]
+        try:
+            reservation = await policies.local(
+                policies.DATABASE,
+                InventoryActivities.reserve_stock,
+                ReserveStockInput(order_id=exchange_id, items=items, single_warehouse=True),
+                f"Reserve exchange stock for {ret.return_id}",
+            )
+        except (ActivityError, ApplicationError) as err:
+            if policies.business_problem(err, OUT_OF_STOCK, UNKNOWN_SKU) is None:
+                raise
+            self._journal.append("exchange_unavailable", f"{ret.return_id}: refunding instead")
+            return False
+        allocation = reservation.parcels[0]
+        shipment = ShipmentView(
+            shipment_id=f"{ret.return_id}-exchange",
+            warehouse=allocation.warehouse,
+            lines=allocation.lines,
+        )
+        ret.exchange_shipment = shipment
+        parcel = Parcel(
+            shipment,
+            kind=ParcelKind.EXCHANGE,
+            stock_order_id=exchange_id,
+            delivery=DeliveryOption.STANDARD,
+            deadline=self._timeouts.delivery_timeout,
+        )
+        await parcel.pack()
+        await parcel.book(self._order_id, address)
+        self._track(parcel)
+        await parcel.commit_stock()
+        parcel.hand_over()
+        ret.status = ReturnStatus.EXCHANGE_SHIPPED
+        await self._journal.note(
+            "exchange_shipped",
+            f"{ret.return_id} {shipment.tracking_number}",
+            summary=f"Exchange for {ret.return_id} shipped: {shipment.tracking_number}",
+            email=EmailKind.EXCHANGE_SHIPPED,
+            reference=ret.return_id,
+        )
+        if await parcel.outcome() is CarrierStatus.DELIVERED:
+            ret.status = ReturnStatus.EXCHANGE_DELIVERED
+            ret.closed_at = workflow.now()
+            await self._journal.note(
+                "exchange_delivered",
+                ret.return_id,
+                summary=f"Exchange for {ret.return_id} delivered",
+            )
+            return True
+        self._journal.append("exchange_not_delivered", f"{ret.return_id}: refunding instead")
+        return False
+
+    async def _refund_return(self, ret: ReturnView) -> None:
+        view = self._journal.view
+        refund = await self._money.refund(
+            rules.value_of(ret.lines, view.lines),
+            RefundKind.RETURN,
+            ret.reason.value,
+            ret.return_id,
+        )
+        ret.refund_amount = refund.amount if refund else 0
+        ret.status = ReturnStatus.REFUNDED
+        ret.closed_at = workflow.now()
+        status = rules.return_status(view.returns, view.shipments, view.lines)
+        detail = f"{ret.return_id}: {money(ret.refund_amount)} refunded"
+        summary = f"Refunded {money(ret.refund_amount)} for {ret.return_id}"
+        if status is not view.status:
+            await self._journal.change_status(
+                status,
+                status.value,
+                detail,
+                summary=summary,
+                email=EmailKind.RETURN_REFUNDED,
+                reference=ret.return_id,
+            )
+        else:
+            await self._journal.note(
+                "return_refunded",
+                detail,
+                summary=summary,
+                email=EmailKind.RETURN_REFUNDED,
+                reference=ret.return_id,
+            )
+
+    # ---- refunds, questions, feedback -----------------------------------------------------
+
+    def validate_goodwill_refund(self, request: GoodwillRefundRequest) -> None:
+        view = self._journal.view
+        if view.status not in CAPTURED_STATUSES:
+            _refuse("RefundRefused", f"nothing was charged yet; the order is {view.status}")
+        left = view.payment.captured - view.payment.refunded
+        if request.amount > left:
+            _refuse("RefundRefused", rules.refund_bound(left))
+
+    async def goodwill_refund(self, request: GoodwillRefundRequest) -> RefundView:
+        refund = await self._money.refund(
+            request.amount, RefundKind.GOODWILL, request.reason, exact=True
+        )
+        assert refund is not None
+        await self._journal.record(
+            f"Refunded {money(refund.amount)} as goodwill ({request.reason})",
+            email=EmailKind.REFUND_ISSUED,
+            reference=refund.refund_id,
+        )
+        return refund
+
+    async def ask(self, request: InquiryRequest) -> InquiryView:
+        """A customer's question: on the timeline, and to the support mailbox."""
+        view = self._journal.view
+        inquiry = InquiryView(
+            inquiry_id=f"Q-{len(view.inquiries) + 1}", message=request.message, at=workflow.now()
+        )
+        view.inquiries.append(inquiry)
+        await self._journal.note(
+            "inquiry",
+            f"{inquiry.inquiry_id}: {request.message[:80]}",
+            summary=f"Question {inquiry.inquiry_id} from the customer",
+        )
+        customer = self._journal.customer
+        await policies.local(
+            policies.SUPPORT_MAIL,
+            NotificationActivities.notify_support,
+            SupportInquiryInput(
+                idempotency_key=f"{view.order_id}:inquiry:{inquiry.inquiry_id}",
+                customer_email=customer.email if customer else "",
+                inquiry=inquiry,
+                order=view,
+            ),
+            f"Forward {inquiry.inquiry_id} to support",
+        )
+        return inquiry
+
+    def validate_feedback(self, request: FeedbackRequest) -> None:
+        view = self._journal.view
+        if view.delivered_at is None:
+            _refuse("FeedbackRefused", "feedback opens once the order is delivered")
+        if view.feedback is not None:
+            _refuse("FeedbackRefused", "feedback was already given for this order")
+
+    async def give_feedback(self, request: FeedbackRequest) -> FeedbackView:
+        view = self._journal.view
+        view.feedback = FeedbackView(
+            rating=request.rating, comment=request.comment, at=workflow.now()
+        )
+        await self._journal.note(
+            "feedback", f"{request.rating}/5", summary=f"Feedback: {request.rating}/5"
+        )
+        return view.feedback
+
+
+def _refuse(error_type: str, message: str) -> NoReturn:
+    """Refuse an Update: the caller gets the message, the order is unchanged."""
+    raise ApplicationError(message, type=error_type, non_retryable=True)
