@@ -1,17 +1,20 @@
 """Record the order histories that tests/test_replay.py replays on every run.
 
-    .venv/bin/python -m tests.record_histories
+    .venv/bin/python -m tests.record_histories [path ...]
 
 Starts a throwaway dev server and the real activities on a temporary SQLite database, runs
 one order down each path below to its end, and writes its history to
-tests/histories/<path>.<shape>.json, where the shape is the workflow's newest patch
-(`CURRENT_SHAPE`). Commit those files.
+tests/histories/<path>.json. Commit those files.
 
-Re-record deliberately, never to make a failing replay pass: a replay failure means orders
-already running in production would fail on the new workflow code. Change the workflow
-compatibly instead (`workflow.patched(...)`), point `CURRENT_SHAPE` at the new patch and record
-the new shape *in addition*, keeping the old histories for as long as such orders may still be
-running. (The histories without a shape in their name predate the first patch.)
+The rule for re-recording:
+- Until ordermill's first release (the README's "Releases" section says when it happens), the
+  workflow's shape may change freely: no order has ever run on an older one. Re-record every
+  path after such a change and delete the histories of paths that no longer exist.
+- After the first release, orders of every released shape may still be running. A change that
+  alters the commands an order issues goes behind `workflow.patched(...)`, the old histories
+  stay and keep replaying, and the new shape is recorded beside them
+  (`<path>.<patch>.json`). A replay failure then means running orders would break: never
+  re-record to make it pass.
 """
 
 import asyncio
@@ -66,23 +69,35 @@ from settings import Settings
 from temporal_client import start_order
 from tests.conftest import eventually, venv_binary
 from worker import build_activities
-from workflows.order import LOCAL_STEPS, OrderWorkflow
+from workflows.order import OrderWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
-CURRENT_SHAPE = LOCAL_STEPS
 Handle = WorkflowHandle[OrderWorkflow, OrderView]
 
 
 # Long enough to request returns after delivery; the order then completes that much later.
-RETURN_WINDOWS = {"return_refund": timedelta(seconds=5), "exchange": timedelta(seconds=5)}
+RETURN_WINDOWS = {
+    "return_refund": timedelta(seconds=5),
+    "exchange": timedelta(seconds=5),
+    "split": timedelta(seconds=5),
+}
 CUSTOMERS = {"rejected": "cus_blocked"}
+# The demo's stock: BOOK-NEUROMANCER is in WH-EAST only, BOOK-EARTHSEA in WH-WEST only.
+SPLIT_ITEMS = [
+    OrderItem(sku="BOOK-NEUROMANCER", quantity=1),
+    OrderItem(sku="BOOK-EARTHSEA", quantity=2),
+]
+ITEMS = {"split": SPLIT_ITEMS}
 
 
 def _order(name: str, token: str = "tok_visa") -> PlaceOrderInput:
     return PlaceOrderInput(
         order_id=f"replay-{name}",
         customer_id=CUSTOMERS.get(name, "cus_ada"),
-        items=[OrderItem(sku="BOOK-DUNE", quantity=1), OrderItem(sku="EBOOK-DUNE", quantity=1)],
+        items=ITEMS.get(
+            name,
+            [OrderItem(sku="BOOK-DUNE", quantity=1), OrderItem(sku="EBOOK-DUNE", quantity=1)],
+        ),
         payment=PaymentMethod(token=token),
         placed_at=datetime.now(UTC),
         timeouts=OrderTimeouts(return_window=RETURN_WINDOWS.get(name, timedelta(seconds=2))),
@@ -97,9 +112,12 @@ async def _until(handle: Handle, status: OrderStatus) -> OrderView:
     return await eventually(lambda: _status(handle), lambda view: view.status is status)
 
 
-async def _carrier(handle: Handle, view: OrderView, status: CarrierStatus, event_id: str) -> None:
-    assert view.shipment is not None
-    await _track(handle, view.shipment.tracking_number, status, event_id)
+async def _carrier(
+    handle: Handle, view: OrderView, status: CarrierStatus, event_id: str, parcel: int = 0
+) -> None:
+    tracking = view.shipments[parcel].tracking_number
+    assert tracking is not None
+    await _track(handle, tracking, status, event_id)
 
 
 async def _track(handle: Handle, tracking: str, status: CarrierStatus, event_id: str) -> None:
@@ -185,8 +203,22 @@ async def exchange(handle: Handle) -> None:
 
     view = await eventually(lambda: _status(handle), shipped_again)
     replacement = view.returns[0].exchange_shipment
-    assert replacement is not None
+    assert replacement is not None and replacement.tracking_number is not None
     await _track(handle, replacement.tracking_number, CarrierStatus.DELIVERED, "evt-exchange")
+
+
+async def split(handle: Handle) -> None:
+    """Two parcels from two warehouses: one delivered, the other returned to sender
+    (refunded, restocked); then a return from the delivered one."""
+    shipped = await _until(handle, OrderStatus.SHIPPED)
+    await _carrier(handle, shipped, CarrierStatus.IN_TRANSIT, "evt-1", parcel=0)
+    await _carrier(handle, shipped, CarrierStatus.DELIVERED, "evt-2", parcel=0)
+    await _carrier(handle, shipped, CarrierStatus.RETURN_TO_SENDER, "evt-3", parcel=1)
+    await _until(handle, OrderStatus.PARTIALLY_DELIVERED)
+    parcel = await _return(handle, "BOOK-NEUROMANCER", ReturnResolution.REFUND)
+    assert parcel.tracking_number is not None
+    await _track(handle, parcel.tracking_number, CarrierStatus.DELIVERED, "evt-ret")
+    await _until(handle, OrderStatus.RETURNED)
 
 
 PATHS: dict[str, tuple[str, Callable[[Handle], Awaitable[None]], OrderStatus]] = {
@@ -197,6 +229,7 @@ PATHS: dict[str, tuple[str, Callable[[Handle], Awaitable[None]], OrderStatus]] =
     "return_to_sender": ("tok_visa", returned, OrderStatus.DELIVERY_FAILED),
     "return_refund": ("tok_visa", return_refund, OrderStatus.COMPLETED),
     "exchange": ("tok_visa", exchange, OrderStatus.COMPLETED),
+    "split": ("tok_visa", split, OrderStatus.COMPLETED),
 }
 
 
@@ -208,7 +241,7 @@ async def record(client: Client, name: str) -> Path:
     if result.status is not expected:
         raise RuntimeError(f"{name}: ended {result.status}, expected {expected}")
     history = await handle.fetch_history()
-    path = HISTORIES / f"{name}.{CURRENT_SHAPE}.json"
+    path = HISTORIES / f"{name}.json"
     path.write_text(history.to_json() + "\n")
     return path
 
