@@ -213,7 +213,7 @@ class OrdermillDriver:
     async def place_and_ship(self, i: int) -> Timing:
         order_id, elapsed = await self.place(i)
         view = await self.until_status(order_id, OrderStatus.SHIPPED, self.poll)
-        tracking = view["shipment"]["tracking_number"]
+        tracking = view["shipments"][0]["tracking_number"]
         return Timing(start=elapsed, order_id=order_id, tracking_number=tracking)
 
     async def deliver(
@@ -324,7 +324,7 @@ async def sample_deliveries(
     async def one(i: int) -> Timing:
         order_id = chosen[i].order_id
         view = await driver.until_status(order_id, OrderStatus.SHIPPED, poll)
-        tracking = view["shipment"]["tracking_number"]
+        tracking = view["shipments"][0]["tracking_number"]
         return Timing(
             start=0.0,
             deliver=await driver.deliver(order_id, tracking, poll),

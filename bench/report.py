@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-# The issue's targets (issue 7): (figure in the JSON, how it compares, the limit, in words).
+# The targets ordermill holds itself to: (figure in the JSON, how it compares, the limit, in words).
 # The open-order ones hold at OPEN_ORDERS_TARGET waiting orders; fewer only indicate.
 OPEN_ORDERS_TARGET = 10_000
 TARGETS: list[tuple[str, str, float, str]] = [
@@ -168,7 +168,7 @@ def table(results: dict[str, Any]) -> str:
             ).rstrip()
         )
     lines.append("")
-    lines.append("targets (issue 7):")
+    lines.append("targets:")
     for target in results["targets"]:
         state = {True: "met", False: "MISSED", None: "not measured"}[target["met"]]
         scale = "" if target["at_scale"] else f" (only {op['count']:,} open: indicative)"

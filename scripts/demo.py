@@ -1,11 +1,12 @@
 """`make demo`: customers and a carrier, played against a running `make run`.
 
 Places a handful of orders through the HTTP API (a paperback, an express order, an e-book, a
-declined card, a cancellation, a card gateway that fails twice before it approves, a parcel that
-comes back, a book returned for a refund), then plays the carrier: once an order is `shipped`
-it posts signed tracking webhooks a few seconds apart, as EasyPost would, and likewise for the
-return parcel. One status line per order shows where each one is; the
-same orders are in the Temporal UI (search `OrderStatus="shipped"` and the like).
+declined card, a cancellation, a card gateway that fails twice before it approves, an order in
+two parcels from two warehouses, a parcel that comes back, a book returned for a refund), then
+plays the carrier: once a parcel is with the carrier it posts signed tracking webhooks a few
+seconds apart, as EasyPost would, and likewise for the return parcel. One status line per
+order shows where each one is; the same orders are in the Temporal UI (search
+`OrderStatus="shipped"` and the like).
 
 Only HTTP: API_URL (default: this machine's API_HOST/API_PORT), a client API key from
 ORDERMILL_API_KEY (default: the development client key, omk_dev_client) and the carrier's
@@ -60,7 +61,9 @@ class Scenario:
     items: list[tuple[str, int]]
     token: str = "tok_visa"
     delivery: str = "standard"
-    carrier: list[CarrierStatus] = field(default_factory=list)  # played once `shipped`
+    carrier: list[CarrierStatus] = field(default_factory=list)  # played per parcel once shipped
+    # A parcel that gets a script of its own, by shipment id (`SHP-2`).
+    parcels: dict[str, list[CarrierStatus]] = field(default_factory=dict)
     cancel: bool = False
     returns: list[tuple[str, int]] = field(default_factory=list)  # sent back once delivered
     expect: OrderStatus = OrderStatus.DELIVERED
@@ -104,6 +107,20 @@ SCENARIOS = [
         [("BOOK-DUNE", 1)],
         token="tok_gatewayFlaky",
         carrier=TO_THE_DOOR,
+    ),
+    Scenario(
+        "two parcels, two warehouses",
+        ADA,
+        [("BOOK-NEUROMANCER", 1), ("BOOK-EARTHSEA", 1)],
+        carrier=TO_THE_DOOR,
+    ),
+    Scenario(
+        "one parcel lost of two",
+        GRACE,
+        [("BOOK-NEUROMANCER", 1), ("BOOK-EARTHSEA", 2)],
+        carrier=TO_THE_DOOR,
+        parcels={"SHP-2": BACK_TO_US},
+        expect=OrderStatus.PARTIALLY_DELIVERED,
     ),
     Scenario(
         "one of two sent back",
@@ -196,7 +213,7 @@ class Demo:
                 return False
 
         deadline = time.monotonic() + within
-        events = list(scenario.carrier)
+        scripts: dict[str, list[CarrierStatus]] = {}  # tracking number -> events still to play
         return_events = list(TO_THE_DOOR)  # the return parcel's way back to the warehouse
         return_tracking: str | None = None
         next_event_at = 0.0
@@ -209,12 +226,17 @@ class Demo:
             if status in FINAL_STATUSES:
                 show(f"{order_id}  {describe(view)}  (expected {scenario.expect.value})")
                 return False
-            if status is OrderStatus.SHIPPED and events and time.monotonic() >= next_event_at:
-                tracking = view["shipment"]["tracking_number"]
-                refused = await self.carrier_reports(tracking, events.pop(0))
-                if refused:
-                    show(f"{order_id}  {refused}")
-                    return False
+            for shipment in view["shipments"]:
+                if shipment["tracking_number"] and shipment["tracking_number"] not in scripts:
+                    script = scenario.parcels.get(shipment["shipment_id"], scenario.carrier)
+                    scripts[shipment["tracking_number"]] = list(script)
+            if any(scripts.values()) and time.monotonic() >= next_event_at:
+                for tracking, script in scripts.items():
+                    if script:
+                        refused = await self.carrier_reports(tracking, script.pop(0))
+                        if refused:
+                            show(f"{order_id}  {refused}")
+                            return False
                 next_event_at = time.monotonic() + self.step
             if status is OrderStatus.DELIVERED and scenario.returns and return_tracking is None:
                 asked = await self.http.post(
@@ -271,11 +293,10 @@ def describe(view: dict[str, Any]) -> str:
     parts = [view["status"]]
     if view.get("reason"):
         parts.append(f"{view['reason']['code']}: {view['reason']['detail']}")
-    shipment = view.get("shipment")
-    if shipment:
-        parts.append(
-            f"carrier: {shipment.get('status') or 'booked'}  {shipment['tracking_number']}"
-        )
+    for shipment in view.get("shipments") or []:
+        if shipment["tracking_number"]:
+            state = shipment.get("status") or "booked"
+            parts.append(f"{shipment['shipment_id']}: {state} {shipment['tracking_number']}")
     for ret in view.get("returns") or []:
         parts.append(f"return {ret['return_id']}: {ret['status']}")
     return "  ".join(parts)

@@ -39,7 +39,7 @@ async def deliver(api: httpx.AsyncClient, secret: str, **changes: Any) -> dict[s
     """Place an order and have the carrier deliver it by signed webhook."""
     order_id = (await place(api, **changes))["order_id"]
     shipped = await follow(api, order_id, has_status("shipped"))
-    tracking = shipped["shipment"]["tracking_number"]
+    tracking = shipped["shipments"][0]["tracking_number"]
     assert (await post_event(api, carrier_event(tracking, "delivered"), secret)).status_code == 200
     return await follow(api, order_id, has_status("delivered"))
 
@@ -187,7 +187,7 @@ async def test_exchange_ships_again_and_is_tracked_by_webhook(
     view = await follow(api, order_id, return_is("RET-1", "exchange_shipped"))
     exchange = a_return(view, "RET-1")["exchange_shipment"]
     tracking = exchange["tracking_number"]
-    assert tracking != view["shipment"]["tracking_number"]
+    assert tracking != view["shipments"][0]["tracking_number"]
     assert shipment_order(e2e_stack, tracking) == order_id
     await emailed(e2e_stack, order_id, "exchange_shipped")
 
@@ -241,7 +241,7 @@ async def test_returns_the_order_cannot_take_are_409_with_its_reason(
     shipped = await follow(api, order_id, has_status("shipped"))
     early = assert_problem(await post_return(api, order_id, {"BOOK-DUNE": 1}), 409)
     assert early["detail"] == "only a delivered order can be returned; it is shipped"
-    tracking = shipped["shipment"]["tracking_number"]
+    tracking = shipped["shipments"][0]["tracking_number"]
     await carrier(api, webhook_secret, tracking, "delivered")
     await follow(api, order_id, has_status("delivered"))
 
@@ -400,7 +400,7 @@ async def test_an_inquiry_is_emailed_to_support_and_feedback_is_taken_once(
     assert content is not None and "Can you gift-wrap it?" in content.get_content()
 
     view = await follow(api, order_id, has_status("shipped"))
-    tracking = view["shipment"]["tracking_number"]
+    tracking = view["shipments"][0]["tracking_number"]
     await carrier(api, webhook_secret, tracking, "delivered")
     await follow(api, order_id, has_status("delivered"))
 

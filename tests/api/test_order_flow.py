@@ -31,14 +31,14 @@ async def test_place_ship_track_and_deliver(
     shipped = await follow(api, order_id, has_status("shipped"))
     assert shipped["totals"]["total"] == 1899 + 1499
     assert shipped["payment"]["captured"] == shipped["totals"]["total"]
-    tracking = shipped["shipment"]["tracking_number"]
+    tracking = shipped["shipments"][0]["tracking_number"]
 
     # Each event shows once the worker has applied it and recorded the order.
     in_transit = carrier_event(tracking, "in_transit", description="left the depot")
     response = await post_event(api, in_transit, webhook_secret)
     assert response.status_code == 200, response.text
     assert response.json() == {"event_id": in_transit["event_id"], "outcome": "signalled"}
-    view = await follow(api, order_id, lambda v: v["shipment"]["status"] == "in_transit")
+    view = await follow(api, order_id, lambda v: v["shipments"][0]["status"] == "in_transit")
     assert view["status"] == "shipped"
 
     delivered = carrier_event(tracking, "delivered")
@@ -46,7 +46,7 @@ async def test_place_ship_track_and_deliver(
     assert response.json()["outcome"] == "signalled"
     view = await follow(api, order_id, has_status("delivered"))
     assert view["delivered_at"] is not None
-    assert [e["event_id"] for e in view["shipment"]["events"]] == [
+    assert [e["event_id"] for e in view["shipments"][0]["events"]] == [
         in_transit["event_id"],
         delivered["event_id"],
     ]
@@ -55,9 +55,9 @@ async def test_place_ship_track_and_deliver(
     again = await post_event(api, delivered, webhook_secret)
     assert again.status_code == 200
     assert again.json()["outcome"] == "duplicate"
-    assert (await api.get(f"/orders/{order_id}")).json()["shipment"]["events"] == view["shipment"][
-        "events"
-    ]
+    assert (await api.get(f"/orders/{order_id}")).json()["shipments"][0]["events"] == view[
+        "shipments"
+    ][0]["events"]
 
     with Session(e2e_stack.engine) as session:
         receipts = session.exec(
@@ -75,7 +75,9 @@ async def test_event_for_a_closed_order_is_recorded_and_acknowledged(
     api: httpx.AsyncClient, e2e_stack: E2EStack, webhook_secret: str
 ) -> None:
     order_id = (await api.post("/orders", json=order_body())).json()["order_id"]
-    tracking = (await follow(api, order_id, has_status("shipped")))["shipment"]["tracking_number"]
+    tracking = (await follow(api, order_id, has_status("shipped")))["shipments"][0][
+        "tracking_number"
+    ]
     failure = carrier_event(tracking, "failure", description="address not found")
     assert (await post_event(api, failure, webhook_secret)).status_code == 200
     failed = await follow(api, order_id, has_status("delivery_failed"))

@@ -8,7 +8,7 @@ import pytest
 from sqlmodel import Session
 
 from models.orders import OrderTimeouts, PlaceOrderInput
-from models.tables import Product
+from models.tables import Product, Stock
 from models.wire import order_workflow_id
 from tests.api.conftest import (
     assert_problem,
@@ -227,9 +227,10 @@ async def test_list_orders_refuses_bad_parameters(
 async def test_products_show_available_stock(api: httpx.AsyncClient, e2e_stack: E2EStack) -> None:
     sku = new_id("TEST").upper()
     with Session(e2e_stack.engine) as session:
-        session.add(
-            Product(sku=sku, name="Test book", price=1234, stock_on_hand=10, stock_reserved=3)
-        )
+        session.add(Product(sku=sku, name="Test book", price=1234))
+        session.flush()
+        session.add(Stock(sku=sku, warehouse="WH-WEST", on_hand=10, reserved=3))
+        session.add(Stock(sku=sku, warehouse="WH-EAST", on_hand=2, reserved=2))
         session.commit()
     response = await api.get("/products")
     assert response.status_code == 200
@@ -241,10 +242,16 @@ async def test_products_show_available_stock(api: httpx.AsyncClient, e2e_stack: 
         "currency": "USD",
         "digital": False,
         "available": 7,
+        "stock": [  # in warehouse rank order
+            {"warehouse": "WH-EAST", "available": 0},
+            {"warehouse": "WH-WEST", "available": 7},
+        ],
     }
     assert products["EBOOK-DUNE"]["digital"] is True
     assert products["EBOOK-DUNE"]["available"] is None
+    assert products["EBOOK-DUNE"]["stock"] == []
     assert products["BOOK-SOLDOUT"]["available"] == 0
+    assert [s["warehouse"] for s in products["BOOK-EARTHSEA"]["stock"]] == ["WH-WEST"]
 
 
 async def test_customers_are_created_and_read(api: httpx.AsyncClient) -> None:

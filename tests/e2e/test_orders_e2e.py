@@ -81,8 +81,9 @@ async def test_a_happy_order_is_emailed_at_every_step_and_recorded(e2e_stack: E2
         return await handle.query(QUERY_STATUS, result_type=OrderView)
 
     shipped = await eventually(status, lambda view: view.status is OrderStatus.SHIPPED)
-    assert shipped.shipment is not None
-    tracking = shipped.shipment.tracking_number
+    (parcel,) = shipped.shipments
+    tracking = parcel.tracking_number
+    assert tracking is not None
     await handle.signal(
         SIGNAL_CARRIER_EVENT,
         CarrierEvent(
@@ -110,11 +111,11 @@ async def test_a_happy_order_is_emailed_at_every_step_and_recorded(e2e_stack: E2
     assert f"/downloads/{order_id}/EBOOK-DUNE?sig=" in emails[1].get_content()
 
     record, events = read_model(e2e_stack, order_id)
-    assert (record.status, record.total, record.captured, record.tracking_number) == (
+    assert (record.status, record.total, record.captured, record.tracking_numbers) == (
         "completed",
         total,
         total,
-        tracking,
+        [tracking],
     )
     assert events == [entry.event for entry in final.timeline]
     assert OrderView.model_validate_json(record.view_json).status is OrderStatus.COMPLETED
