@@ -64,6 +64,7 @@ def build_activities(settings: Settings, engine: Engine) -> list[Callable[..., A
         build_notifier(settings),
         sender=settings.mail_from,
         links=DownloadLinks(settings.public_base_url, settings.download_secret),
+        support_mailbox=settings.support_email,
     )
     notifications = NotificationActivities(mailer, engine, support_mailbox=settings.support_email)
     downloads = DownloadActivities(engine)

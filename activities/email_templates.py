@@ -6,7 +6,7 @@ and what is in each.
 
 from collections.abc import Callable
 
-from models.activities import EmailKind
+from models.activities import SUPPORT_EMAILS, EmailKind
 from models.orders import (
     CarrierStatus,
     InquiryView,
@@ -231,6 +231,19 @@ def _refund_issued(order: OrderView, links: list[str], ref: str | None) -> tuple
     )
 
 
+def _hold_placed(order: OrderView, links: list[str], ref: str | None) -> tuple[str, str]:
+    """For the support team: what waits for a decision, and how to decide it."""
+    (hold,) = [h for h in order.holds if h.hold_id == ref]
+    decide = f"/orders/{order.order_id}/holds/{hold.hold_id}"
+    return (
+        f"[{order.order_id}] On hold: {hold.code.value}",
+        f"Order {order.order_id} ({order.status.value}) waits for an operator.\n\n"
+        f"{hold.hold_id}: {hold.detail}\n\n"
+        f"Release it (the step is tried again): POST {decide}/release\n"
+        f'Reject it (the step is given up):     POST {decide}/reject {{"reason": ...}}\n',
+    )
+
+
 TEMPLATES: dict[EmailKind, Callable[[OrderView, list[str], str | None], tuple[str, str]]] = {
     EmailKind.CONFIRMATION: _confirmation,
     EmailKind.DIGITAL_DELIVERY: _digital_delivery,
@@ -246,6 +259,7 @@ TEMPLATES: dict[EmailKind, Callable[[OrderView, list[str], str | None], tuple[st
     EmailKind.EXCHANGE_SHIPPED: _exchange_shipped,
     EmailKind.RETURN_NOT_RECEIVED: _return_not_received,
     EmailKind.REFUND_ISSUED: _refund_issued,
+    EmailKind.HOLD_PLACED: _hold_placed,
 }
 
 
@@ -258,6 +272,8 @@ def render(
     reference: str | None = None,
 ) -> tuple[str, str]:
     subject, body = TEMPLATES[kind](order, links, reference)
+    if kind in SUPPORT_EMAILS:
+        return subject, f"{body}\n-- ordermill\n"
     return subject, f"Hello {customer_name},\n\n{body}\n\n-- ordermill\n"
 
 
@@ -271,5 +287,7 @@ def render_support_inquiry(inquiry: InquiryView, order: OrderView) -> tuple[str,
         f"[{order.order_id}] Customer question ({order.status.value})",
         f"Customer {order.customer_id} asks:\n\n{inquiry.message}\n\n"
         f"Order {order.order_id}: {order.status.value}\n{_lines(order)}\n\n"
-        f"Recent timeline:\n{timeline}\n\nFull order:\n{order.model_dump_json(indent=2)}\n",
+        f"Recent timeline:\n{timeline}\n\n"
+        # Without its questions and timeline: the earlier questions had emails of their own.
+        f"Full order:\n{order.model_dump_json(indent=2, exclude={'inquiries', 'timeline'})}\n",
     )

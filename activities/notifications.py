@@ -81,10 +81,13 @@ class Mailer:
     """Composes ordermill's emails (words from `email_templates`) and hands them to the
     `Notifier`; it keeps no records: `send_recorded` does, for whoever sends."""
 
-    def __init__(self, notifier: Notifier, *, sender: str, links: DownloadLinks) -> None:
+    def __init__(
+        self, notifier: Notifier, *, sender: str, links: DownloadLinks, support_mailbox: str
+    ) -> None:
         self._notifier = notifier
         self._sender = sender
         self._links = links
+        self.support_mailbox = support_mailbox
 
     def order_email(self, email: OrderEmail, order: OrderView) -> EmailMessage:
         """The customer's email about `order` as this snapshot of it stands."""
@@ -100,7 +103,7 @@ class Mailer:
             key=email.idempotency_key,
             order_id=order.order_id,
             kind=email.kind.value,
-            to=email.to,
+            to=email.to or self.support_mailbox,
             subject=subject,
             body=body,
         )

@@ -8,7 +8,9 @@ when already there. The email a change triggers is recorded in the change's tran
 sent once it has committed.
 """
 
+import re
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import Engine, func
 from sqlalchemy.dialects import postgresql, sqlite
@@ -16,6 +18,7 @@ from sqlalchemy.sql.dml import UpdateBase
 from sqlmodel import Session, SQLModel, col, select, update
 from temporalio import activity
 
+from activities.errors import refused_data_is_final
 from activities.notifications import Mailer, send_recorded, sent_email_row
 from models.activities import RecordOrderInput
 from models.orders import OrderView
@@ -41,10 +44,10 @@ class ReadModelActivities:
         that it was sent sends it again, under the same Message-ID; an email already marked
         sent is never sent again.
         """
-        order = request.order
+        order = scrubbed(request.order) if request.scrub else request.order
         # Composed before anything is written: an email that cannot be composed is never kept.
         message = self._mailer.order_email(request.email, order) if request.email else None
-        with Session(self._engine) as session:
+        with refused_data_is_final(), Session(self._engine) as session:
             newest = _replace_row(session, order, request.version)
             _add_timeline(session, order)
             _record_shipments(session, order, newest=newest)
@@ -53,6 +56,27 @@ class ReadModelActivities:
             session.commit()
         if message is not None:
             send_recorded(self._engine, self._mailer, message)
+
+
+# Control characters other than tab and newline: what PostgreSQL's text refuses (NUL) and
+# what no reader of an order wants.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+PLACEHOLDER = "\ufffd"
+
+
+def scrubbed(order: OrderView) -> OrderView:
+    """The order with every control character in its text replaced by a placeholder."""
+
+    def scrub(value: Any) -> Any:
+        if isinstance(value, str):
+            return _CONTROL.sub(PLACEHOLDER, value)
+        if isinstance(value, list):
+            return [scrub(v) for v in value]
+        if isinstance(value, dict):
+            return {k: scrub(v) for k, v in value.items()}
+        return value
+
+    return OrderView.model_validate(scrub(order.model_dump(mode="json")))
 
 
 def _replace_row(session: Session, order: OrderView, version: int) -> bool:

@@ -27,7 +27,7 @@ import httpx
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from models.wire import SEARCH_ATTRIBUTES
+from models.wire import SEARCH_ATTRIBUTES, search_attribute_type
 from settings import DEV_WEBHOOK_SECRET, Settings
 from temporal_client import connect_temporal
 
@@ -185,7 +185,10 @@ class OwnStack:
                 temporal_binary(),
                 *("server", "start-dev", "--headless", *db),
                 *("--ip", "127.0.0.1", "--port", str(temporal_port)),
-                *(f"--search-attribute={key.name}=Keyword" for key in SEARCH_ATTRIBUTES),
+                *(
+                    f"--search-attribute={key.name}={search_attribute_type(key)}"
+                    for key in SEARCH_ATTRIBUTES
+                ),
                 *("--log-level", "error"),
             ],
             env,

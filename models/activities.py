@@ -151,6 +151,11 @@ class EmailKind(StrEnum):
     REFUND_ISSUED = "refund_issued"
     CANCELLED = "cancelled"
     DELIVERY_FAILED = "delivery_failed"
+    # To the support mailbox, not the customer.
+    HOLD_PLACED = "hold_placed"
+
+
+SUPPORT_EMAILS = frozenset({EmailKind.HOLD_PLACED})
 
 
 class OrderEmail(BaseModel):
@@ -158,7 +163,7 @@ class OrderEmail(BaseModel):
 
     idempotency_key: str
     kind: EmailKind
-    to: str
+    to: str | None  # None: the support mailbox (SUPPORT_EMAILS), which only the worker knows
     customer_name: str
     reference: str | None = None  # the parcel, return or refund the email is about, if any
 
@@ -200,3 +205,6 @@ class RecordOrderInput(BaseModel):
     order: OrderView
     version: int
     email: OrderEmail | None = None
+    # After a data_rejected hold was released: replace what the database refused (control
+    # characters in free text) with a placeholder instead of refusing again.
+    scrub: bool = False

@@ -15,7 +15,19 @@ MAX_LINES = 100
 MAX_QUANTITY = 1000
 
 Sku = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9][A-Z0-9-]{0,63}$")]
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+# Free text never holds control characters (NUL, escapes, C1 codes): PostgreSQL refuses NUL,
+# and none belongs in an email header or a log line. Text of several lines (messages,
+# comments) may hold tabs and line breaks; everything else is one line.
+ONE_LINE = r"^[^\x00-\x1f\x7f-\x9f]*$"
+MULTI_LINE = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
+Text = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=ONE_LINE)
+]
+# One line, possibly empty (an address's second line, a cancel's reason).
+ShortText = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=200, pattern=ONE_LINE)
+]
+LongText = Annotated[str, StringConstraints(max_length=2000, pattern=MULTI_LINE)]
 CountryCode = Annotated[
     str, StringConstraints(strip_whitespace=True, to_upper=True, pattern=r"^[A-Za-z]{2}$")
 ]
@@ -38,6 +50,8 @@ class OrderStatus(StrEnum):
     PARTIALLY_RETURNED = "partially_returned"
     RETURNED = "returned"
     COMPLETED = "completed"
+    # Waiting for an operator's decision before anything more is sent (see HoldView).
+    ON_HOLD = "on_hold"
 
 
 # Statuses after which nothing more happens to the order.
@@ -63,7 +77,7 @@ AFTER_DELIVERY_STATUSES = frozenset(
 CAPTURED_STATUSES = AFTER_DELIVERY_STATUSES | {OrderStatus.PARTIALLY_SHIPPED, OrderStatus.SHIPPED}
 # Statuses in which the customer may still cancel: nothing has left the warehouse.
 CANCELLABLE_STATUSES = frozenset(
-    {OrderStatus.RECEIVED, OrderStatus.CONFIRMED, OrderStatus.FULFILLING}
+    {OrderStatus.RECEIVED, OrderStatus.CONFIRMED, OrderStatus.FULFILLING, OrderStatus.ON_HOLD}
 )
 
 
@@ -117,10 +131,11 @@ class Address(BaseModel):
 
     name: Text
     line1: Text
-    line2: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] | None = None
+    line2: ShortText | None = None
     city: Text
     postal_code: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20)
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=20, pattern=ONE_LINE),
     ]
     country: CountryCode
 
@@ -142,6 +157,12 @@ class OrderTimeouts(BaseModel):
     return_arrival_timeout: timedelta = timedelta(days=30)
 
 
+class OrderLimits(BaseModel):
+    """How much customer service one order takes; chosen by whoever starts it (settings)."""
+
+    max_inquiries: int = 20
+
+
 class PlaceOrderInput(BaseModel):
     """The order workflow's one input."""
 
@@ -153,6 +174,7 @@ class PlaceOrderInput(BaseModel):
     payment: PaymentMethod
     placed_at: datetime
     timeouts: OrderTimeouts = OrderTimeouts()
+    limits: OrderLimits = OrderLimits()
     # The API principal that placed the order: its owner. None on orders placed before keys.
     placed_by: str | None = None
 
@@ -197,18 +219,20 @@ class PaymentSummary(BaseModel):
     # the remainder once every parcel is handed over.
     released: int = 0
     voided: bool = False
+    # Captures an operator gave up on (a declined capture's hold, rejected): never collected.
+    written_off: int = 0
     captures: list[CaptureView] = []
 
 
 class CarrierEvent(BaseModel):
     """A tracking event as the carrier reported it."""
 
-    event_id: str = Field(min_length=1, max_length=200)
-    tracking_number: str = Field(min_length=1, max_length=100)
+    event_id: str = Field(min_length=1, max_length=200, pattern=ONE_LINE)
+    tracking_number: str = Field(min_length=1, max_length=100, pattern=ONE_LINE)
     status: CarrierStatus
     # Aware only: a naive time cannot be ordered beside the carrier's other events.
     occurred_at: AwareDatetime
-    description: str | None = Field(default=None, max_length=500)
+    description: str | None = Field(default=None, max_length=500, pattern=ONE_LINE)
 
 
 class ShipmentLine(BaseModel):
@@ -298,7 +322,7 @@ class ReturnRequest(BaseModel):
     lines: list[ReturnLine] = Field(min_length=1, max_length=MAX_LINES)
     reason: ReturnReason
     resolution: ReturnResolution = ReturnResolution.REFUND
-    comment: str | None = Field(default=None, max_length=2000)
+    comment: LongText | None = None
 
 
 class ReturnView(BaseModel):
@@ -328,6 +352,8 @@ class RefundView(BaseModel):
     reason: str
     at: datetime
     return_id: str | None = None
+    # The processor refused it and an operator settled it with the customer outside ordermill.
+    settled_outside: bool = False
 
 
 class GoodwillRefundRequest(BaseModel):
@@ -336,7 +362,7 @@ class GoodwillRefundRequest(BaseModel):
     )
 
     amount: int = Field(gt=0, description="Minor units (cents)")
-    reason: str = Field(min_length=1, max_length=200)
+    reason: Text
 
 
 class InquiryRequest(BaseModel):
@@ -344,7 +370,7 @@ class InquiryRequest(BaseModel):
         json_schema_extra={"examples": [{"message": "Can you gift-wrap my order?"}]}
     )
 
-    message: str = Field(min_length=1, max_length=2000)
+    message: LongText = Field(min_length=1)
 
 
 class InquiryView(BaseModel):
@@ -359,13 +385,47 @@ class FeedbackRequest(BaseModel):
     )
 
     rating: int = Field(ge=1, le=5)
-    comment: str | None = Field(default=None, max_length=2000)
+    comment: LongText | None = None
 
 
 class FeedbackView(BaseModel):
     rating: int
     comment: str | None
     at: datetime
+
+
+class HoldCode(StrEnum):
+    """Why an order waits for an operator: something ordermill cannot decide alone."""
+
+    CAPTURE_DECLINED = "capture_declined"  # the processor refused a parcel's capture
+    REFUND_REFUSED = "refund_refused"  # the processor refused a refund
+    RETRIES_EXHAUSTED = "retries_exhausted"  # an outside system stayed down past its bound
+    DATA_REJECTED = "data_rejected"  # the database refused the order's data
+
+
+class HoldResolution(StrEnum):
+    RELEASED = "released"  # try the step again
+    REJECTED = "rejected"  # give the step up, as the order's stage allows
+
+
+class HoldView(BaseModel):
+    """One hold; resolved ones stay in the list as the order's history."""
+
+    hold_id: str = Field(description="The code for its first hold, then `code-2`, `code-3`...")
+    code: HoldCode
+    detail: str
+    placed_at: datetime
+    resolved_at: datetime | None = None
+    resolution: HoldResolution | None = None
+    reason: str | None = Field(default=None, description="The operator's words")
+
+
+class HoldDecision(BaseModel):
+    """An operator's decision on one hold (the Update `resolve_hold`)."""
+
+    hold_id: str
+    resolution: HoldResolution
+    reason: str | None = None
 
 
 class OrderView(BaseModel):
@@ -392,6 +452,7 @@ class OrderView(BaseModel):
     refunds: list[RefundView] = []
     inquiries: list[InquiryView] = []
     feedback: FeedbackView | None = None
+    holds: list[HoldView] = []
 
 
 def received_view(order: PlaceOrderInput) -> OrderView:
@@ -410,7 +471,7 @@ def received_view(order: PlaceOrderInput) -> OrderView:
 
 
 class CancelRequest(BaseModel):
-    reason: str = Field(default="customer_request", max_length=200)
+    reason: ShortText = "customer_request"
 
 
 def tracking_numbers(view: OrderView) -> list[str]:

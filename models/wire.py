@@ -4,6 +4,9 @@ The API, the worker, the tests and operators' UI queries all agree on these; ren
 breaks running orders, so change them only with a migration plan.
 """
 
+from typing import Any
+
+from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.common import SearchAttributeKey
 
 TASK_QUEUE = "orders"
@@ -15,11 +18,23 @@ UPDATE_REQUEST_RETURN = "request_return"
 UPDATE_REFUND = "refund"
 UPDATE_ASK = "ask"
 UPDATE_FEEDBACK = "give_feedback"
+UPDATE_RESOLVE_HOLD = "resolve_hold"
 QUERY_STATUS = "status"
 
 ORDER_STATUS = SearchAttributeKey.for_keyword("OrderStatus")
 CUSTOMER_ID = SearchAttributeKey.for_keyword("CustomerId")
-SEARCH_ATTRIBUTES = (ORDER_STATUS, CUSTOMER_ID)
+# The codes of the order's open holds: `OrderHolds = "capture_declined"` is a review queue.
+ORDER_HOLDS = SearchAttributeKey.for_keyword_list("OrderHolds")
+SEARCH_ATTRIBUTES: tuple[SearchAttributeKey[Any], ...] = (ORDER_STATUS, CUSTOMER_ID, ORDER_HOLDS)
+
+
+def search_attribute_type(key: SearchAttributeKey[Any]) -> str:
+    """The type's name as `temporal operator search-attribute create --type` spells it."""
+    return (
+        "KeywordList"
+        if key.indexed_value_type == IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD_LIST
+        else "Keyword"
+    )
 
 
 def order_workflow_id(order_id: str) -> str:

@@ -23,8 +23,10 @@ from temporalio.worker import Worker
 
 from activities.errors import (
     CUSTOMER_REJECTED,
+    DATA_REJECTED,
     OUT_OF_STOCK,
     PAYMENT_DECLINED,
+    REFUND_REFUSED,
     UNKNOWN_SKU,
     business_failure,
 )
@@ -129,6 +131,12 @@ class FakeOrderSystems:
     sold_out: set[str] = field(default_factory=set)
     calls: list[Call] = field(default_factory=list)
     authorized: dict[str, int] = field(default_factory=dict)
+    # Failures on demand: the next N captures declined, the next N refunds refused, and
+    # activities (by name) that fail as an outage on every attempt while named here.
+    capture_declines: int = 0
+    refund_refusals: int = 0
+    down: set[str] = field(default_factory=set)
+    refuse_records: int = 0
     pick_pack_cancelled: bool = False
     # Units held per order, as (warehouse, sku) -> units.
     held: dict[str, dict[tuple[str, str], int]] = field(default_factory=dict)
@@ -170,6 +178,8 @@ class FakeOrderSystems:
 
     def _log(self, name: str, arg: BaseModel) -> None:
         self.calls.append(Call(name, arg.model_copy(deep=True)))
+        if name in self.down:
+            raise RuntimeError(f"{name}: connection refused")
 
     # ---- customers and inventory -------------------------------------------------------------
 
@@ -276,6 +286,9 @@ class FakeOrderSystems:
     async def capture_payment(self, request: CapturePaymentInput) -> PaymentResult:
         self._log("capture_payment", request)
         await self.capture_allowed.wait()
+        if self.capture_declines > 0:
+            self.capture_declines -= 1
+            raise business_failure(PAYMENT_DECLINED, "card_declined", "the capture was declined")
         return PaymentResult(transaction_id=f"cap-{request.idempotency_key}", amount=request.amount)
 
     @activity.defn(name="void_payment")
@@ -290,6 +303,9 @@ class FakeOrderSystems:
     @activity.defn(name="refund_payment")
     async def refund_payment(self, request: RefundPaymentInput) -> PaymentResult:
         self._log("refund_payment", request)
+        if self.refund_refusals > 0:
+            self.refund_refusals -= 1
+            raise business_failure(REFUND_REFUSED, "refund_refused", "the processor refused it")
         return PaymentResult(transaction_id=f"ref-{request.idempotency_key}", amount=request.amount)
 
     # ---- warehouse and carrier ---------------------------------------------------------------
@@ -338,7 +354,16 @@ class FakeOrderSystems:
 
     @activity.defn(name="record_order")
     async def record_order(self, request: RecordOrderInput) -> None:
+        """Refuses the next `refuse_records` records as the database refuses bad data, unless
+        asked to scrub it."""
         self._log("record_order", request)
+        if self.refuse_records > 0 and not request.scrub:
+            self.refuse_records -= 1
+            raise ApplicationError(
+                "the database refused the data: invalid byte sequence",
+                type=DATA_REJECTED,
+                non_retryable=True,
+            )
 
 
 @asynccontextmanager

@@ -5,11 +5,29 @@ row, its timeline and the email the change triggers, in one transaction), summar
 words so the order's history in the Temporal UI reads as its story.
 """
 
+from collections.abc import Awaitable, Callable
+
 from temporalio import workflow
+from temporalio.exceptions import FailureError
 
 from activities.read_model import ReadModelActivities
-from models.activities import EmailKind, OrderEmail, RecordOrderInput, VerifiedCustomer
-from models.orders import OrderStatus, OrderView, TimelineEntry, money, tracking_numbers
+from models.activities import (
+    SUPPORT_EMAILS,
+    EmailKind,
+    OrderEmail,
+    RecordOrderInput,
+    VerifiedCustomer,
+)
+from models.orders import (
+    HoldCode,
+    HoldResolution,
+    HoldView,
+    OrderStatus,
+    OrderView,
+    TimelineEntry,
+    money,
+    tracking_numbers,
+)
 from models.wire import CUSTOMER_ID, ORDER_STATUS
 from workflows import policies
 
@@ -19,6 +37,8 @@ class Journal:
         self.view = view
         self.customer: VerifiedCustomer | None = None
         self._version = 0
+        # Set by the holds: a record that fails for good waits for an operator's decision.
+        self.hold_for: Callable[[HoldCode, str], Awaitable[HoldView]] | None = None
 
     def append(self, event: str, detail: str = "") -> None:
         """A timeline entry recorded with the next change (one that follows at once)."""
@@ -37,6 +57,7 @@ class Journal:
         summary: str,
         email: EmailKind | None = None,
         reference: str | None = None,
+        guarded: bool = True,
     ) -> None:
         self.view.status = status
         updates = [ORDER_STATUS.value_set(status.value)]
@@ -45,7 +66,9 @@ class Journal:
         if workflow.info().typed_search_attributes.get(CUSTOMER_ID) is None:
             updates.append(CUSTOMER_ID.value_set(self.view.customer_id))
         workflow.upsert_search_attributes(updates)
-        await self.note(event, detail, summary=summary, email=email, reference=reference)
+        await self.note(
+            event, detail, summary=summary, email=email, reference=reference, guarded=guarded
+        )
 
     async def note(
         self,
@@ -55,30 +78,64 @@ class Journal:
         summary: str,
         email: EmailKind | None = None,
         reference: str | None = None,
+        guarded: bool = True,
     ) -> None:
         self.append(event, detail)
-        await self.record(summary, email=email, reference=reference)
+        await self.record(summary, email=email, reference=reference, guarded=guarded)
 
     async def record(
-        self, summary: str, *, email: EmailKind | None = None, reference: str | None = None
+        self,
+        summary: str,
+        *,
+        email: EmailKind | None = None,
+        reference: str | None = None,
+        guarded: bool = True,
     ) -> None:
+        """Record the order as it stands now, with the email this change sends.
+
+        A record that fails for good holds the order (`guarded`); rejected, it is skipped: the
+        next record carries the whole order anyway. A hold's own records are not guarded, or a
+        database that is down would hold the order again while it places the first hold.
+        """
         self._publish_details()
-        self._version += 1
         message = self._email(email, reference) if email is not None else None
         if message is not None:
             summary += f" · email: {email}"
-        await policies.local(
-            policies.DATABASE,
-            ReadModelActivities.record_order,
-            RecordOrderInput(order=self.view, version=self._version, email=message),
-            summary,
-        )
+        scrub = False
+        while True:
+            # A fresh version for each attempt: the hold placed meanwhile was recorded too.
+            self._version += 1
+            try:
+                await policies.local(
+                    policies.DATABASE,
+                    ReadModelActivities.record_order,
+                    RecordOrderInput(
+                        order=self.view, version=self._version, email=message, scrub=scrub
+                    ),
+                    summary,
+                )
+                return
+            except FailureError as err:
+                code = policies.failure_code(err)
+                if code is None:
+                    raise
+                if not guarded or self.hold_for is None:
+                    workflow.logger.warning("not recorded (%s): %s", summary, err)
+                    return
+                hold = await self.hold_for(code, f"Recording '{summary}': {err}")
+                if hold.resolution is HoldResolution.REJECTED:
+                    return
+                scrub = code is HoldCode.DATA_REJECTED
 
     def _email(self, kind: EmailKind, reference: str | None) -> OrderEmail | None:
+        key = f"{self.view.order_id}:{kind.value}" + (f":{reference}" if reference else "")
+        if kind in SUPPORT_EMAILS:
+            return OrderEmail(
+                idempotency_key=key, kind=kind, to=None, customer_name="", reference=reference
+            )
         customer = self.customer
         if customer is None:  # rejected before the customer was known: nobody to write to
             return None
-        key = f"{self.view.order_id}:{kind.value}" + (f":{reference}" if reference else "")
         return OrderEmail(
             idempotency_key=key,
             kind=kind,

@@ -10,6 +10,7 @@ import asyncio
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
+from activities.errors import PAYMENT_DECLINED, REFUND_REFUSED
 from activities.payments import PaymentActivities
 from models.activities import (
     AuthorizePaymentInput,
@@ -17,14 +18,23 @@ from models.activities import (
     RefundPaymentInput,
     VoidPaymentInput,
 )
-from models.orders import CaptureView, PaymentSummary, RefundKind, RefundView, money
+from models.orders import (
+    CaptureView,
+    HoldCode,
+    PaymentSummary,
+    RefundKind,
+    RefundView,
+    money,
+)
 from workflows import policies, rules
+from workflows.holds import HoldRejected, Holds
 from workflows.journal import Journal
 
 
 class Money:
-    def __init__(self, journal: Journal) -> None:
+    def __init__(self, journal: Journal, holds: Holds) -> None:
         self._journal = journal
+        self._holds = holds
         self._authorize_key: str | None = None
         self._lock = asyncio.Lock()
 
@@ -42,42 +52,70 @@ class Money:
         view = self._journal.view
         totals = view.totals
         assert totals is not None
-        self._authorize_key = str(workflow.uuid4())
-        authorization = await policies.remote(
-            policies.PAYMENT,
-            PaymentActivities.authorize_payment,
-            AuthorizePaymentInput(
-                order_id=view.order_id,
-                token=token,
-                amount=totals.total,
-                currency=totals.currency,
-                idempotency_key=self._authorize_key,
+        key = self._authorize_key = str(workflow.uuid4())
+        what = f"Authorize {money(totals.total, totals.currency)}"
+        authorization = await self._holds.attempt(
+            what,
+            lambda: policies.remote(
+                policies.PAYMENT,
+                PaymentActivities.authorize_payment,
+                AuthorizePaymentInput(
+                    order_id=view.order_id,
+                    token=token,
+                    amount=totals.total,
+                    currency=totals.currency,
+                    idempotency_key=key,
+                ),
+                what,
             ),
-            f"Authorize {money(totals.total, totals.currency)}",
         )
         self.payment.authorization_id = authorization.authorization_id
         self.payment.authorized = authorization.amount
         self._journal.append("payment_authorized", money(authorization.amount, totals.currency))
 
     async def capture(self, amount: int, shipment_id: str | None) -> None:
-        """Take a parcel's share; bounded by what the authorization still holds."""
+        """Take a parcel's share; bounded by what the authorization still holds.
+
+        A decline holds the order (`capture_declined`): released, the capture is tried again
+        under a new key (the declined one stays declined); rejected, the amount is written off.
+        """
         async with self._lock:
             amount = min(amount, self.uncaptured)
             payment = self.payment
-            if amount <= 0 or payment.authorization_id is None:
+            authorization_id = payment.authorization_id
+            if amount <= 0 or authorization_id is None:
                 return
-            result = await policies.remote(
-                policies.PAYMENT,
-                PaymentActivities.capture_payment,
-                CapturePaymentInput(
-                    order_id=self._journal.view.order_id,
-                    authorization_id=payment.authorization_id,
-                    amount=amount,
-                    idempotency_key=str(workflow.uuid4()),
-                    shipment_id=shipment_id,
-                ),
-                f"Capture {money(amount)} for {shipment_id or 'the order'}",
-            )
+            what = f"Capture {money(amount)} for {shipment_id or 'the order'}"
+            keys = [str(workflow.uuid4())]
+
+            def renew_after(code: HoldCode) -> None:
+                if code is HoldCode.CAPTURE_DECLINED:
+                    keys.append(str(workflow.uuid4()))
+
+            try:
+                result = await self._holds.attempt(
+                    what,
+                    lambda: policies.remote(
+                        policies.PAYMENT,
+                        PaymentActivities.capture_payment,
+                        CapturePaymentInput(
+                            order_id=self._journal.view.order_id,
+                            authorization_id=authorization_id,
+                            amount=amount,
+                            idempotency_key=keys[-1],
+                            shipment_id=shipment_id,
+                        ),
+                        what,
+                    ),
+                    declined={PAYMENT_DECLINED: HoldCode.CAPTURE_DECLINED},
+                    after_hold=renew_after,
+                )
+            except HoldRejected as rejected:
+                payment.written_off += amount
+                self._journal.append(
+                    "capture_written_off", f"{money(amount)} {shipment_id}: {rejected.hold.reason}"
+                )
+                return
             payment.captured += result.amount
             payment.captures.append(
                 CaptureView(
@@ -92,18 +130,27 @@ class Money:
     async def release(self, *, cancelled: bool) -> None:
         """Give back what the authorization holds uncaptured: all of it on a cancel."""
         async with self._lock:
-            if self._authorize_key is None or (not cancelled and self.uncaptured <= 0):
+            authorize_key = self._authorize_key
+            if authorize_key is None or (not cancelled and self.uncaptured <= 0):
                 return
-            result = await policies.remote(
-                policies.PAYMENT,
-                PaymentActivities.void_payment,
-                VoidPaymentInput(
-                    order_id=self._journal.view.order_id,
-                    authorize_key=self._authorize_key,
-                    idempotency_key=str(workflow.uuid4()),
-                ),
-                "Void the card authorization" if cancelled else "Release the uncaptured rest",
-            )
+            what = "Void the card authorization" if cancelled else "Release the uncaptured rest"
+            key = str(workflow.uuid4())
+            try:
+                result = await self._holds.attempt(
+                    what,
+                    lambda: policies.remote(
+                        policies.PAYMENT,
+                        PaymentActivities.void_payment,
+                        VoidPaymentInput(
+                            order_id=self._journal.view.order_id,
+                            authorize_key=authorize_key,
+                            idempotency_key=key,
+                        ),
+                        what,
+                    ),
+                )
+            except HoldRejected:
+                return  # an authorization nobody captures lapses at the processor by itself
             self.payment.released += result.amount
             self.payment.voided = cancelled
             self._journal.append(
@@ -135,19 +182,36 @@ class Money:
             amount = min(amount, left)
             if amount <= 0 or payment.authorization_id is None:
                 return None
-            what = f"{return_id} " if return_id else ""
-            await policies.remote(
-                policies.PAYMENT,
-                PaymentActivities.refund_payment,
-                RefundPaymentInput(
-                    order_id=self._journal.view.order_id,
-                    authorization_id=payment.authorization_id,
-                    amount=amount,
-                    reason=reason,
-                    idempotency_key=str(workflow.uuid4()),
-                ),
-                f"Refund {money(amount)} for {what}({kind.value}: {reason})",
-            )
+            authorization_id = payment.authorization_id
+            what = f"Refund {money(amount)} " + (f"for {return_id} " if return_id else "")
+            what += f"({kind.value}: {reason})"
+            keys = [str(workflow.uuid4())]
+
+            def renew_after(code: HoldCode) -> None:
+                if code is HoldCode.REFUND_REFUSED:
+                    keys.append(str(workflow.uuid4()))
+
+            outside = False
+            try:
+                await self._holds.attempt(
+                    what,
+                    lambda: policies.remote(
+                        policies.PAYMENT,
+                        PaymentActivities.refund_payment,
+                        RefundPaymentInput(
+                            order_id=self._journal.view.order_id,
+                            authorization_id=authorization_id,
+                            amount=amount,
+                            reason=reason,
+                            idempotency_key=keys[-1],
+                        ),
+                        what,
+                    ),
+                    declined={REFUND_REFUSED: HoldCode.REFUND_REFUSED},
+                    after_hold=renew_after,
+                )
+            except HoldRejected:
+                outside = True  # the operator settles it with the customer some other way
             payment.refunded += amount
             refund = RefundView(
                 refund_id=f"RF-{len(self._journal.view.refunds) + 1}",
@@ -156,7 +220,11 @@ class Money:
                 reason=reason,
                 at=workflow.now(),
                 return_id=return_id,
+                settled_outside=outside,
             )
             self._journal.view.refunds.append(refund)
-            self._journal.append("payment_refunded", f"{money(amount)} ({kind.value})")
+            self._journal.append(
+                "refund_settled_outside" if outside else "payment_refunded",
+                f"{money(amount)} ({kind.value})",
+            )
             return refund

@@ -5,6 +5,7 @@ and a return label on its way back; what differs is which steps it takes. Parcel
 the order's workflow (a child workflow each would double the server's work per order).
 """
 
+import contextlib
 from datetime import timedelta
 from enum import StrEnum
 
@@ -25,6 +26,7 @@ from models.activities import (
 )
 from models.orders import Address, CarrierEvent, CarrierStatus, DeliveryOption, ShipmentView
 from workflows import policies, rules
+from workflows.holds import HoldRejected, Holds
 
 
 class ParcelKind(StrEnum):
@@ -42,8 +44,10 @@ class Parcel:
         stock_order_id: str,
         delivery: DeliveryOption,
         deadline: timedelta,
+        holds: Holds,
     ) -> None:
         self.shipment = shipment
+        self._holds = holds
         self.kind = kind
         # Whose stock it carries: the order's, or an exchange's own reservation.
         self._stock_order_id = stock_order_id
@@ -59,31 +63,47 @@ class Parcel:
         return self.shipment.shipment_id
 
     async def pack(self) -> bool:
-        """Pick and pack at the warehouse; False if the order's cancel stopped it first."""
-        if self._stopped:  # cancelled before the warehouse was asked
-            return False
+        """Pick and pack at the warehouse; False if the order's cancel stopped it first.
+
+        A warehouse that stays unreachable holds the order; a rejected hold raises
+        HoldRejected (the order decides what giving the parcel up means).
+        """
         shipment = self.shipment
         assert shipment.warehouse is not None
-        self._pick_pack = policies.start_remote(
-            policies.WAREHOUSE,
-            WarehouseActivities.pick_and_pack,
-            PickPackInput(
-                order_id=self._stock_order_id,
-                shipment_id=shipment.shipment_id,
-                warehouse=shipment.warehouse,
-                lines=shipment.lines,
-            ),
-            f"Pick and pack {shipment.shipment_id} at {shipment.warehouse}: "
-            + rules.describe_lines(shipment.lines),
+        warehouse = shipment.warehouse
+        what = f"Pick and pack {shipment.shipment_id} at {warehouse}: " + rules.describe_lines(
+            shipment.lines
         )
+
+        async def pick() -> None:
+            self._pick_pack = policies.start_remote(
+                policies.WAREHOUSE,
+                WarehouseActivities.pick_and_pack,
+                PickPackInput(
+                    order_id=self._stock_order_id,
+                    shipment_id=shipment.shipment_id,
+                    warehouse=warehouse,
+                    lines=shipment.lines,
+                ),
+                what,
+            )
+            try:
+                await self._pick_pack
+            finally:
+                self._pick_pack = None
+
+        if self._stopped:  # cancelled before the warehouse was asked
+            return False
         try:
-            await self._pick_pack
+            await self._holds.attempt(what, pick)
         except ActivityError as err:
             if self._stopped and isinstance(err.cause, CancelledError):
                 return False
             raise
-        finally:
-            self._pick_pack = None
+        except HoldRejected:
+            if self._stopped:  # the cancel rejected the hold
+                return False
+            raise
         return not self._stopped
 
     def stop(self) -> None:
@@ -99,32 +119,38 @@ class Parcel:
             else ShipmentDirection.OUTBOUND
         )
         shipment = self.shipment
-        booked = await policies.remote(
-            policies.CARRIER,
-            ShippingActivities.book_shipment,
-            BookShipmentInput(
-                order_id=order_id,
-                parcel_id=shipment.shipment_id,
-                delivery=self._delivery,
-                address=address,
-                idempotency_key=str(workflow.uuid4()),
-                direction=direction,
-                warehouse=shipment.warehouse,
+        what = f"Book {shipment.shipment_id} ({self.kind.value}, {self._delivery.value})"
+        booking = BookShipmentInput(
+            order_id=order_id,
+            parcel_id=shipment.shipment_id,
+            delivery=self._delivery,
+            address=address,
+            idempotency_key=str(workflow.uuid4()),
+            direction=direction,
+            warehouse=shipment.warehouse,
+        )
+        booked = await self._holds.attempt(
+            what,
+            lambda: policies.remote(
+                policies.CARRIER, ShippingActivities.book_shipment, booking, what
             ),
-            f"Book {shipment.shipment_id} ({self.kind.value}, {self._delivery.value})",
         )
         shipment.carrier = booked.carrier
         shipment.tracking_number = booked.tracking_number
 
     async def commit_stock(self) -> None:
-        """Its units left the warehouse: no longer on hand there."""
+        """Its units left the warehouse: no longer on hand there (skipped if an operator
+        rejects the hold of a database that stays down: the stock count is then theirs)."""
         assert self.shipment.warehouse is not None
-        await policies.local(
-            policies.DATABASE,
-            InventoryActivities.commit_stock,
-            CommitStockInput(order_id=self._stock_order_id, warehouse=self.shipment.warehouse),
-            f"Commit {self.shipment.shipment_id}'s stock at {self.shipment.warehouse}",
-        )
+        what = f"Commit {self.shipment.shipment_id}'s stock at {self.shipment.warehouse}"
+        commit = CommitStockInput(order_id=self._stock_order_id, warehouse=self.shipment.warehouse)
+        with contextlib.suppress(HoldRejected):
+            await self._holds.attempt(
+                what,
+                lambda: policies.local(
+                    policies.DATABASE, InventoryActivities.commit_stock, commit, what
+                ),
+            )
 
     def hand_over(self) -> None:
         self.shipment.shipped_at = workflow.now()

@@ -6,6 +6,7 @@ refunded or, for an exchange, the same items are sent again at no charge.
 """
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import NoReturn
 
@@ -18,6 +19,7 @@ from activities.inventory import InventoryActivities
 from activities.notifications import NotificationActivities
 from models.activities import (
     EmailKind,
+    OrderRef,
     ReserveStockInput,
     RestockInput,
     RevokeDownloadsInput,
@@ -36,7 +38,7 @@ from models.orders import (
     InquiryRequest,
     InquiryView,
     OrderItem,
-    OrderTimeouts,
+    PlaceOrderInput,
     RefundKind,
     RefundView,
     ReturnRequest,
@@ -47,6 +49,7 @@ from models.orders import (
     money,
 )
 from workflows import policies, rules
+from workflows.holds import HoldRejected, Holds
 from workflows.journal import Journal
 from workflows.money import Money
 from workflows.parcel import Parcel, ParcelKind
@@ -57,12 +60,15 @@ class CustomerService:
         self,
         journal: Journal,
         money: Money,
-        timeouts: OrderTimeouts,
+        holds: Holds,
+        order: PlaceOrderInput,
         track: Callable[[Parcel], None],
     ) -> None:
         self._journal = journal
         self._money = money
-        self._timeouts = timeouts
+        self._holds = holds
+        self._timeouts = order.timeouts
+        self._limits = order.limits
         self._track = track  # routes a new parcel's carrier events to it
         self._return_tasks: list[asyncio.Task[None]] = []
         self._window_closed = False
@@ -125,12 +131,7 @@ class CustomerService:
         what = f"{ret.return_id}: {rules.describe_lines(lines)} ({request.reason})"
         if ret.digital:
             self._journal.append("return_requested", what)
-            await policies.local(
-                policies.DATABASE,
-                DownloadActivities.revoke_downloads,
-                RevokeDownloadsInput(order_id=self._order_id, skus=[line.sku for line in lines]),
-                f"Revoke downloads for {ret.return_id}",
-            )
+            await self.revoke_downloads([line.sku for line in lines], f"for {ret.return_id}")
             await self._refund_return(ret)
             return ret
         label = Parcel(
@@ -139,8 +140,19 @@ class CustomerService:
             stock_order_id=self._order_id,
             delivery=DeliveryOption.STANDARD,
             deadline=self._timeouts.return_arrival_timeout,
+            holds=self._holds,
         )
-        await label.book(self._order_id, address)
+        try:
+            await label.book(self._order_id, address)
+        except HoldRejected as rejected:
+            ret.status = ReturnStatus.NOT_RECEIVED
+            ret.closed_at = workflow.now()
+            await self._journal.note(
+                "return_label_failed",
+                f"{ret.return_id}: {rejected.hold.reason}",
+                summary=f"Return {ret.return_id}: no label could be booked",
+            )
+            return ret
         ret.tracking_number = label.shipment.tracking_number
         self._track(label)
         await self._journal.note(
@@ -174,15 +186,12 @@ class CustomerService:
             and r.status not in (ReturnStatus.AWAITING_PARCEL, ReturnStatus.NOT_RECEIVED)
         ]
         ret.status = ReturnStatus.RECEIVED
-        await policies.local(
-            policies.DATABASE,
-            InventoryActivities.restock,
+        await self.restock(
             RestockInput(
                 order_id=self._order_id,
                 return_id=ret.return_id,
                 parcels=rules.restock_parcels(ret.lines, view.shipments, earlier),
-            ),
-            f"Restock {ret.return_id}",
+            )
         )
         self._journal.append("return_received", ret.return_id)
         if ret.resolution is ReturnResolution.EXCHANGE and await self._exchange(ret, address):
@@ -193,13 +202,18 @@ class CustomerService:
         """Send the same items again at no charge, in one parcel; False if none can."""
         exchange_id = f"{self._order_id}-{ret.return_id}"
         items = [OrderItem(sku=line.sku, quantity=line.quantity) for line in ret.lines]
+        what = f"Reserve exchange stock for {ret.return_id}"
+        reserve = ReserveStockInput(order_id=exchange_id, items=items, single_warehouse=True)
         try:
-            reservation = await policies.local(
-                policies.DATABASE,
-                InventoryActivities.reserve_stock,
-                ReserveStockInput(order_id=exchange_id, items=items, single_warehouse=True),
-                f"Reserve exchange stock for {ret.return_id}",
+            reservation = await self._holds.attempt(
+                what,
+                lambda: policies.local(
+                    policies.DATABASE, InventoryActivities.reserve_stock, reserve, what
+                ),
             )
+        except HoldRejected:
+            self._journal.append("exchange_unavailable", f"{ret.return_id}: refunding instead")
+            return False
         except (ActivityError, ApplicationError) as err:
             if policies.business_problem(err, OUT_OF_STOCK, UNKNOWN_SKU) is None:
                 raise
@@ -218,9 +232,16 @@ class CustomerService:
             stock_order_id=exchange_id,
             delivery=DeliveryOption.STANDARD,
             deadline=self._timeouts.delivery_timeout,
+            holds=self._holds,
         )
-        await parcel.pack()
-        await parcel.book(self._order_id, address)
+        try:
+            await parcel.pack()
+            await parcel.book(self._order_id, address)
+        except HoldRejected:
+            ret.exchange_shipment = None
+            await self._release_exchange_stock(exchange_id)
+            self._journal.append("exchange_unavailable", f"{ret.return_id}: refunding instead")
+            return False
         self._track(parcel)
         await parcel.commit_stock()
         parcel.hand_over()
@@ -276,6 +297,44 @@ class CustomerService:
                 reference=ret.return_id,
             )
 
+    async def _release_exchange_stock(self, exchange_id: str) -> None:
+        what = f"Release exchange stock {exchange_id}"
+        with contextlib.suppress(HoldRejected):
+            await self._holds.attempt(
+                what,
+                lambda: policies.local(
+                    policies.DATABASE,
+                    InventoryActivities.release_stock,
+                    OrderRef(order_id=exchange_id),
+                    what,
+                ),
+            )
+
+    async def restock(self, restock: RestockInput) -> None:
+        """Returned units back on the shelf; an operator may give it up (and count by hand)."""
+        what = f"Restock {restock.return_id}"
+        with contextlib.suppress(HoldRejected):
+            await self._holds.attempt(
+                what,
+                lambda: policies.local(
+                    policies.DATABASE, InventoryActivities.restock, restock, what
+                ),
+            )
+
+    async def revoke_downloads(self, skus: list[str], why: str) -> None:
+        """Refunded digital lines stop downloading."""
+        if not skus:
+            return
+        what = f"Revoke download links {why}"
+        revoke = RevokeDownloadsInput(order_id=self._order_id, skus=skus)
+        with contextlib.suppress(HoldRejected):
+            await self._holds.attempt(
+                what,
+                lambda: policies.local(
+                    policies.DATABASE, DownloadActivities.revoke_downloads, revoke, what
+                ),
+            )
+
     # ---- refunds, questions, feedback -----------------------------------------------------
 
     def validate_goodwill_refund(self, request: GoodwillRefundRequest) -> None:
@@ -311,18 +370,29 @@ class CustomerService:
             summary=f"Question {inquiry.inquiry_id} from the customer",
         )
         customer = self._journal.customer
-        await policies.local(
-            policies.SUPPORT_MAIL,
-            NotificationActivities.notify_support,
-            SupportInquiryInput(
-                idempotency_key=f"{view.order_id}:inquiry:{inquiry.inquiry_id}",
-                customer_email=customer.email if customer else "",
-                inquiry=inquiry,
-                order=view,
-            ),
-            f"Forward {inquiry.inquiry_id} to support",
+        forward = SupportInquiryInput(
+            idempotency_key=f"{view.order_id}:inquiry:{inquiry.inquiry_id}",
+            customer_email=customer.email if customer else "",
+            inquiry=inquiry,
+            order=view,
         )
+        what = f"Forward {inquiry.inquiry_id} to support"
+        with contextlib.suppress(HoldRejected):  # it stays on the order's timeline
+            await self._holds.attempt(
+                what,
+                lambda: policies.local(
+                    policies.SUPPORT_MAIL, NotificationActivities.notify_support, forward, what
+                ),
+            )
         return inquiry
+
+    def validate_ask(self, request: InquiryRequest) -> None:
+        if len(self._journal.view.inquiries) >= self._limits.max_inquiries:
+            _refuse(
+                "InquiryRefused",
+                f"this order has had its {self._limits.max_inquiries} questions; "
+                "please write to support",
+            )
 
     def validate_feedback(self, request: FeedbackRequest) -> None:
         view = self._journal.view

@@ -54,7 +54,9 @@ class CountingNotifier:
 
 
 def mailer(notifier: CountingNotifier | OutboxNotifier) -> Mailer:
-    return Mailer(notifier, sender="orders@shop.example", links=LINKS)
+    return Mailer(
+        notifier, sender="orders@shop.example", links=LINKS, support_mailbox="support@shop.example"
+    )
 
 
 def parcel(

@@ -80,6 +80,7 @@ def read_model(engine: Engine, notifier: CountingNotifier | None = None) -> Read
         notifier or CountingNotifier(),
         sender="orders@shop.example",
         links=DownloadLinks("https://shop.example", "test-secret"),
+        support_mailbox="support@shop.example",
     )
     return ReadModelActivities(engine, mailer)
 

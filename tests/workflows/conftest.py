@@ -10,20 +10,27 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import (
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+)
 from temporalio.testing import WorkflowEnvironment
 
 from models.orders import (
     CancelRequest,
     CarrierEvent,
     CarrierStatus,
+    HoldDecision,
+    HoldResolution,
+    HoldView,
     OrderItem,
     OrderStatus,
     OrderView,
     PaymentMethod,
     PlaceOrderInput,
 )
-from models.wire import UPDATE_CANCEL, order_workflow_id
+from models.wire import UPDATE_CANCEL, UPDATE_RESOLVE_HOLD, order_workflow_id
 from tests.conftest import eventually, new_id
 from tests.fakes import FakeOrderSystems, fake_worker
 from workflows.order import OrderWorkflow
@@ -93,6 +100,31 @@ class OrderUnderTest:
                 UPDATE_CANCEL, CancelRequest(reason=reason), result_type=OrderView
             )
 
+    async def resolve(
+        self, hold_id: str, resolution: HoldResolution, reason: str | None = None
+    ) -> HoldView:
+        """An operator's decision on a hold, by the Update's wire name as the API sends it."""
+        async with asyncio.timeout(UPDATE_DEADLINE):
+            return await self.handle.execute_update(
+                UPDATE_RESOLVE_HOLD,
+                HoldDecision(hold_id=hold_id, resolution=resolution, reason=reason),
+                result_type=HoldView,
+            )
+
+    async def hold(self, hold_id: str, *, skip: timedelta | None = None) -> OrderView:
+        """Poll until the hold `hold_id` is open; with `skip`, jump time between polls (retry
+        backoffs until an outage exhausts them)."""
+
+        async def probe() -> OrderView:
+            if skip is not None:
+                await self.env.sleep(skip)
+            return await self.view()
+
+        def held(view: OrderView) -> bool:
+            return any(h.hold_id == hold_id and h.resolution is None for h in view.holds)
+
+        return await eventually(probe, held)
+
     async def result(self) -> OrderView:
         """The workflow's outcome; waiting for it lets the server skip timers (days) at once."""
         return await self.handle.result()
@@ -137,6 +169,29 @@ async def order(time_skipping_env: WorkflowEnvironment) -> AsyncIterator[OrderUn
             yield under_test
         finally:
             if under_test._handle is not None:
-                description = await under_test._handle.describe()
-                if description.status is WorkflowExecutionStatus.RUNNING:
-                    await under_test._handle.terminate("test finished")
+                # Let held fakes finish, so nothing is in flight when the order is terminated.
+                fakes.hold_pick_pack = False
+                fakes.held_warehouses.clear()
+                fakes.capture_allowed.set()
+                await _terminate_when_quiet(under_test._handle)
+
+
+async def _terminate_when_quiet(handle: WorkflowHandle[OrderWorkflow, OrderView]) -> None:
+    """Terminate what the test left running, once no activity of it is in flight.
+
+    The time-skipping server stops skipping time for good if an order is terminated while one
+    of its activities runs; every later test's skipped days would then be slept.
+    """
+
+    async def described() -> WorkflowExecutionDescription:
+        return await handle.describe()
+
+    description = await eventually(
+        described,
+        lambda d: (
+            d.status is not WorkflowExecutionStatus.RUNNING
+            or not d.raw_description.pending_activities
+        ),
+    )
+    if description.status is WorkflowExecutionStatus.RUNNING:
+        await handle.terminate("test finished")
