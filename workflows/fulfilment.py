@@ -31,7 +31,7 @@ from workflows.holds import HoldRejected, Holds
 from workflows.journal import Journal
 from workflows.money import Money
 from workflows.parcel import Parcel, ParcelKind
-from workflows.service import CustomerService
+from workflows.returns import Returns
 from workflows.tracking import CarrierEvents
 
 
@@ -42,7 +42,7 @@ class Fulfilment:
         journal: Journal,
         money: Money,
         holds: Holds,
-        service: CustomerService,
+        returns: Returns,
         carrier: CarrierEvents,
         address: Callable[[], Address],
     ) -> None:
@@ -50,7 +50,7 @@ class Fulfilment:
         self._journal = journal
         self._money = money
         self._holds = holds
-        self._service = service
+        self._returns = returns
         self._carrier = carrier
         self._address = address
         self.parcels: list[Parcel] = []
@@ -205,7 +205,7 @@ class Fulfilment:
             await self._money.refund(
                 view.payment.captured, RefundKind.DELIVERY_FAILED, problem.code
             )
-            await self._service.revoke_downloads(
+            await self._returns.revoke_downloads(
                 [line.sku for line in view.lines if line.digital], "of a failed delivery"
             )
             return problem
@@ -236,7 +236,7 @@ class Fulfilment:
     async def _restock_returned(self, shipment: ShipmentView) -> None:
         """A parcel the carrier brought back goes back on its warehouse's shelf."""
         assert shipment.warehouse is not None
-        await self._service.restock(
+        await self._returns.restock(
             RestockInput(
                 order_id=self._view.order_id,
                 return_id=shipment.shipment_id,

@@ -63,6 +63,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.holds import HoldRejected, Holds
     from workflows.journal import Journal
     from workflows.money import Money
+    from workflows.returns import Returns
     from workflows.service import CustomerService
     from workflows.tracking import CarrierEvents
 
@@ -80,15 +81,14 @@ class OrderWorkflow:
         self._holds = Holds(self._journal, handed_over=lambda: self._fulfilment.handed_over > 0)
         self._money = Money(self._journal, self._holds)
         self._carrier = CarrierEvents(self._journal)
-        self._service = CustomerService(
-            self._journal, self._money, self._holds, order, self._carrier.track
-        )
+        self._returns = Returns(self._journal, self._money, self._holds, order, self._carrier.track)
+        self._service = CustomerService(self._journal, self._money, self._holds, order)
         self._fulfilment = Fulfilment(
             order,
             self._journal,
             self._money,
             self._holds,
-            self._service,
+            self._returns,
             self._carrier,
             lambda: self._address,
         )
@@ -146,7 +146,7 @@ class OrderWorkflow:
         failure = await self._fulfilment.settle(outcomes)
         if failure is not None:
             await self._stop(OrderStatus.DELIVERY_FAILED, "delivery_failed", failure)
-        await self._service.return_window()
+        await self._returns.return_window()
         await self._journal.change_status(
             OrderStatus.COMPLETED,
             "completed",
@@ -293,11 +293,11 @@ class OrderWorkflow:
 
     @workflow.update(name=UPDATE_REQUEST_RETURN)
     async def request_return(self, request: ReturnRequest) -> ReturnView:
-        return await self._service.request_return(request, self._address)
+        return await self._returns.request_return(request, self._address)
 
     @request_return.validator
     def validate_return(self, request: ReturnRequest) -> None:
-        self._service.validate_return(request)
+        self._returns.validate_return(request)
 
     @workflow.update(name=UPDATE_REFUND)
     async def refund(self, request: GoodwillRefundRequest) -> RefundView:
