@@ -32,7 +32,7 @@ from activities.payments import PaymentActivities, SimulatedCardProcessor
 from activities.read_model import ReadModelActivities
 from activities.shipping import ShippingActivities, SimulatedCarrier
 from activities.warehouse import WarehouseActivities
-from database import init_database
+from database import SchemaNotCurrent, open_database
 from models.wire import TASK_QUEUE
 from settings import Settings
 from temporal_client import connect_temporal
@@ -117,7 +117,7 @@ def build_worker(
 
 async def run_worker(settings: Settings) -> None:
     settings.check_production_ready()
-    engine = init_database(settings.effective_database_url)
+    engine = open_database(settings.effective_database_url)  # never changes the schema
     client = await connect_temporal(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -143,7 +143,11 @@ def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    asyncio.run(run_worker(Settings()))
+    try:
+        asyncio.run(run_worker(Settings()))
+    except SchemaNotCurrent as err:
+        log.error("worker not started: %s", err)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

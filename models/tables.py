@@ -7,7 +7,7 @@ answers list queries and keeps closed orders readable.
 
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, Column, DateTime, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -18,7 +18,7 @@ def utcnow() -> datetime:
 class Product(SQLModel, table=True):
     sku: str = Field(primary_key=True, max_length=64)
     name: str
-    price: int = Field(description="Unit price in minor units")
+    price: int = Field(description="Unit price in minor units", sa_type=BigInteger)
     currency: str = "USD"
     digital: bool = False
 
@@ -41,7 +41,11 @@ class Stock(SQLModel, table=True):
 
 
 class Customer(SQLModel, table=True):
+    """Who an order is for. `owner` is the API client that created it and may order for it;
+    none means shared: the demo customers, usable by every client in development only."""
+
     id: str = Field(primary_key=True, max_length=64)
+    owner: str | None = Field(default=None, index=True, max_length=64)
     name: str
     email: str
     address_line1: str | None = None
@@ -73,7 +77,7 @@ class PaymentTransaction(SQLModel, table=True):
     order_id: str = Field(index=True)
     kind: str = Field(description="authorize, capture, void or refund")
     status: str = Field(description="approved or declined")
-    amount: int
+    amount: int = Field(sa_type=BigInteger)
     currency: str = "USD"
     authorization_id: str | None = Field(default=None, index=True)
     token: str | None = Field(default=None, description="Card token; never a card number")
@@ -125,9 +129,9 @@ class OrderRecord(SQLModel, table=True):
     status: str = Field(index=True)
     reason_code: str | None = None
     currency: str = "USD"
-    total: int | None = None
-    captured: int = 0
-    refunded: int = 0
+    total: int | None = Field(default=None, sa_type=BigInteger)
+    captured: int = Field(default=0, sa_type=BigInteger)
+    refunded: int = Field(default=0, sa_type=BigInteger)
     tracking_numbers: list[str] = Field(
         default_factory=list, sa_column=Column(JSON, nullable=False, default=list)
     )
@@ -152,23 +156,33 @@ class OrderEvent(SQLModel, table=True):
 
 
 class IdempotencyKey(SQLModel, table=True):
-    """An `Idempotency-Key` a client sent with POST /orders, and the order it created.
+    """An `Idempotency-Key` a client sent, and the order its request concerns.
 
-    The primary key is the serialization point: of two requests racing with one key, one
-    inserts and the other reads the winner's row. Rows are honoured for at least 24 h.
+    Keys are each owner's own (the API principal's name): one client can neither claim nor
+    replay another's. The primary key is the serialization point: of two requests racing with
+    one key, one inserts and the other reads the winner's row. Rows are honoured for
+    IDEMPOTENCY_KEY_TTL and then purged by the API (api.idempotency).
     """
 
+    owner: str = Field(primary_key=True, max_length=64)
     key: str = Field(primary_key=True, max_length=255)
-    fingerprint: str = Field(description="SHA-256 of the canonical request body")
-    order_id: str
-    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    fingerprint: str = Field(description="SHA-256 of the request: its operation and body")
+    order_id: str = Field(description="The order placed, or the order the request acts on")
+    created_at: datetime = Field(
+        default_factory=utcnow, index=True, sa_type=DateTime(timezone=True)
+    )
 
 
 class CarrierWebhookReceipt(SQLModel, table=True):
-    """One row per carrier tracking event received, so a redelivered event changes nothing."""
+    """One row per carrier tracking event received, so a redelivered event changes nothing.
 
+    An event is the carrier's, for one tracking number: two carriers (or two parcels) may use
+    the same `event_id` for different events.
+    """
+
+    carrier: str = Field(primary_key=True, max_length=100)
+    tracking_number: str = Field(primary_key=True, max_length=100)
     event_id: str = Field(primary_key=True, max_length=200)
-    tracking_number: str = Field(index=True)
     order_id: str = Field(index=True)
     status: str
     occurred_at: datetime = Field(sa_type=DateTime(timezone=True))

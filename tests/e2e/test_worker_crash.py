@@ -20,7 +20,7 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from database import make_engine
+from database import init_database, make_engine
 from models.orders import OrderItem, OrderStatus, OrderView, PaymentMethod, PlaceOrderInput
 from models.tables import PaymentTransaction
 from models.wire import QUERY_STATUS, SEARCH_ATTRIBUTES
@@ -86,6 +86,9 @@ def worker_processes(
         started.append(process)
         return process
 
+    data_dir.mkdir(exist_ok=True)
+    # What `make run` does before it starts a worker: the database at head.
+    init_database(f"sqlite:///{data_dir / 'ordermill.db'}").dispose()
     try:
         yield start, data_dir
     finally:
