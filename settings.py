@@ -139,6 +139,24 @@ class Settings(BaseSettings):
     return_window: Duration = timedelta(days=30)
     return_arrival_timeout: Duration = timedelta(days=30)
     fulfillment_delay: Duration = timedelta(seconds=5)
+    max_inquiries: int = Field(
+        default=20,
+        ge=1,
+        le=1000,
+        description="Questions one order takes; more are a 409 (each grows its history)",
+    )
+
+    update_wait: Duration = Field(
+        default=timedelta(seconds=20),
+        gt=timedelta(0),
+        description="How long a request waits for an order's Update (cancel, return, refund, "
+        "...) to finish; past it the answer is 202 with Location, and the Update carries on",
+    )
+    idempotency_key_ttl: Duration = Field(
+        default=timedelta(days=1),
+        gt=timedelta(0),
+        description="How long an Idempotency-Key is honoured; the API purges older ones",
+    )
 
     activity_threads: int = 32
     workflow_cache_size: int = Field(

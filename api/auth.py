@@ -25,8 +25,6 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import Engine
-from temporalio.client import Client
 
 from api.deps import EngineDep, TemporalClientDep
 from api.order_calls import load_order
@@ -159,18 +157,6 @@ OperatorDep = Annotated[Principal, Depends(require_operator)]
 
 
 # ---- order ownership -------------------------------------------------------------------------
-
-
-async def owns(principal: Principal, client: Client, engine: Engine, order_id: str) -> bool:
-    if principal.is_operator:
-        return True
-    if not _ORDER_ID.fullmatch(order_id):
-        return False
-    try:
-        owner = (await load_order(client, engine, order_id)).placed_by
-    except ApiProblem:
-        return False
-    return owner is not None and hmac.compare_digest(owner, principal.name)
 
 
 async def require_order_access(

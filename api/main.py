@@ -1,23 +1,28 @@
 """The FastAPI app: assembles the routers; the lifespan opens the process's one Temporal client
 and one database engine.
 
-Run it with `uvicorn api.main:app`. Tests (and anything embedding the API) call
+Run it with `uvicorn api.main:app`. It refuses to start on a database that is not at the latest
+migration (`python database.py` brings it there). Tests (and anything embedding the API) call
 `create_app(settings, temporal_client=..., engine=...)` to hand in a client and engine they
-own; the lifespan then uses those and leaves them open.
+own, and have migrated; the lifespan then uses those as they are and leaves them open.
 """
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from anyio import to_thread
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from sqlalchemy import Engine
 from temporalio.client import Client
 
+from api import idempotency
 from api.auth import Authenticated, Keyring, OrderAccess
-from api.middleware import LimitRequestBody, PathCors
-from api.problems import install_problem_handlers
+from api.middleware import Allowance, LimitRequestBody, PathCors
+from api.problems import auth_responses, install_problem_handlers
 from api.routes import (
     codec,
     customer_service,
@@ -28,7 +33,7 @@ from api.routes import (
     products,
     webhooks,
 )
-from database import init_database
+from database import open_database
 from encryption import codec_from_settings
 from settings import Settings
 from temporal_client import connect_temporal
@@ -39,14 +44,38 @@ DESCRIPTION = """
 Place and follow orders; each order is one durable Temporal workflow.
 
 * Send your API key as `Authorization: Bearer <key>` (the **Authorize** button below). A
-  `client` key sees and acts on the orders it placed; an `operator` key on every order.
+  `client` key sees and acts on the orders and customers it created; an `operator` key on all.
 * `POST /orders` answers **202** at once; follow `Location` to watch the order move.
-* Send an `Idempotency-Key` header to make retries safe.
+* Send an `Idempotency-Key` header to make retries safe; returns and refunds require one.
+  Keys are your own: no other client's key can collide with yours.
+* An action on an order (cancel, return, ...) still running after a few seconds answers
+  **202** with `Location`; one Temporal did not take up answers **503**: retry it with the
+  same `Idempotency-Key`.
 * Errors are [RFC 9457](https://www.rfc-editor.org/rfc/rfc9457) problem documents; request
   bodies are limited to 64 KiB.
 * Carriers post signed tracking events to `/webhooks/carrier` (HMAC-signed, no API key).
 * Operators decode encrypted payloads in the Temporal UI through the codec server at `/codec`.
 """
+
+# Who may call each router: an API key, and for order routes a client's own orders only.
+_KEYED = [Authenticated]
+_KEYED_ORDERS = [Authenticated, OrderAccess]
+
+
+def routers() -> list[tuple[APIRouter, list[Any]]]:
+    """Every router with the dependencies guarding it; a new area is one more line."""
+    return [
+        (orders.router, _KEYED_ORDERS),
+        (customer_service.router, _KEYED_ORDERS),
+        (products.router, _KEYED),
+        (customers.router, _KEYED),
+        (codec.router, []),  # operator key or codec session: see api.routes.codec
+        # Public: carriers sign their webhooks (HMAC); the download link's signature is the
+        # credential; health checks.
+        (webhooks.router, []),
+        (downloads.router, []),
+        (health.router, []),
+    ]
 
 
 def create_app(
@@ -67,7 +96,10 @@ def create_app(
             settings.encryption_key_id, settings.encryption_key, settings.encryption_old_keys
         )
         app.state.engine = engine or await to_thread.run_sync(
-            init_database, settings.effective_database_url
+            open_database, settings.effective_database_url
+        )
+        purger = asyncio.create_task(
+            idempotency.purge_periodically(app.state.engine, settings.idempotency_key_ttl)
         )
         try:
             app.state.temporal_client = temporal_client or await connect_temporal(settings)
@@ -78,6 +110,9 @@ def create_app(
             )
             yield
         finally:
+            purger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await purger
             if own_engine:
                 app.state.engine.dispose()
 
@@ -90,20 +125,20 @@ def create_app(
         redirect_slashes=False,
     )
     # Innermost first: the body limit answers inside the catch-all, CORS for /codec outside it.
-    app.add_middleware(LimitRequestBody, overrides={codec.PREFIX: codec.MAX_CODEC_BODY_BYTES})
+    app.add_middleware(
+        LimitRequestBody,
+        allowances=[
+            Allowance(codec.CODEC_PATHS, codec.MAX_CODEC_BODY_BYTES, codec.presents_operator)
+        ],
+    )
     install_problem_handlers(app)
     app.add_middleware(PathCors, prefix=codec.PREFIX, origins=settings.codec_origins)
 
-    # Every order route needs a key; a client reaches only its own orders (404 otherwise).
-    app.include_router(orders.router, dependencies=[Authenticated, OrderAccess])
-    app.include_router(customer_service.router, dependencies=[Authenticated, OrderAccess])
-    app.include_router(products.router, dependencies=[Authenticated])
-    app.include_router(customers.router, dependencies=[Authenticated])
-    app.include_router(codec.router)  # operator key or codec session: see api.routes.codec
-    # Public: carriers sign their webhooks (HMAC); health checks; the docs.
-    app.include_router(webhooks.router)
-    app.include_router(downloads.router)  # the link's signature is the credential
-    app.include_router(health.router)
+    for router, dependencies in routers():
+        keyed = Authenticated in dependencies
+        app.include_router(
+            router, dependencies=dependencies, responses=auth_responses() if keyed else None
+        )
     return app
 
 

@@ -3,11 +3,14 @@
 - `LimitRequestBody`: bodies over the limit get a 413 problem. A declared Content-Length over
   the limit is refused before a byte is read; a body streamed without one (chunked) is counted
   as it arrives and refused the moment it passes the limit, so nobody can make us buffer more.
+  A larger `Allowance` applies to some paths, and only to requests whose headers qualify (the
+  codec's 4 MiB, for an operator's credential): everyone else gets the 64 KiB before parsing.
 - `PathCors`: CORS for one path prefix only (the codec server, which the Temporal UI calls from
   its own origin); the rest of the API answers no cross-origin browser requests.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -25,28 +28,39 @@ def _under(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith(prefix.rstrip("/") + "/")
 
 
+@dataclass(frozen=True)
+class Allowance:
+    """A larger body limit for requests to `paths` for which `qualifies(scope)` holds."""
+
+    paths: Sequence[str]
+    max_bytes: int
+    qualifies: Callable[[Scope], bool]
+
+
 class LimitRequestBody:
     def __init__(
         self,
         app: ASGIApp,
         max_bytes: int = MAX_BODY_BYTES,
-        overrides: Mapping[str, int] | None = None,
+        allowances: Sequence[Allowance] = (),
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
-        self.overrides = dict(overrides or {})
+        self.allowances = list(allowances)
 
-    def limit_for(self, path: str) -> int:
-        for prefix, limit in self.overrides.items():
-            if _under(path, prefix):
-                return limit
+    def limit_for(self, scope: Scope) -> int:
+        for allowance in self.allowances:
+            if any(_under(scope["path"], p) for p in allowance.paths) and allowance.qualifies(
+                scope
+            ):
+                return allowance.max_bytes
         return self.max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.limit_for(scope["path"])
+        limit = self.limit_for(scope)
         declared = _content_length(scope)
         if declared is not None and declared > limit:
             await self._refuse(scope, receive, send, limit)

@@ -18,9 +18,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from models.http import FieldError, ProblemDocument
+from models.http import BASE64, FieldError, ProblemDocument
+from models.orders import MULTI_LINE, ONE_LINE
 
 log = logging.getLogger("ordermill.api")
 
@@ -28,6 +30,7 @@ PROBLEM_JSON = "application/problem+json"
 PROBLEM_TYPES = "https://ordermill.example/problems/"
 _FASTAPI_BODY_PARSE_ERROR = "There was an error parsing the body"
 _REQUEST_PARTS = frozenset({"body", "query", "path", "header", "cookie"})
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 
 
 class ApiProblem(Exception):
@@ -120,10 +123,23 @@ def field_errors(errors: Iterable[Mapping[str, Any]]) -> list[FieldError]:
         field = field_path(loc)
         if kind == "json_invalid":
             field, reason = "body", "is not valid JSON"
-        elif loc == ("header", "Idempotency-Key"):
+        elif loc == ("header", IDEMPOTENCY_KEY_HEADER) and kind != "missing":
             reason = "must be 1 to 255 printable ASCII characters"
         elif loc[-2:] == ("payment", "token") and kind == "string_pattern_mismatch":
             reason = "must be a card token from the payment provider (tok_...), never a card number"
+        elif kind == "string_pattern_mismatch" and error.get("ctx", {}).get("pattern") in (
+            ONE_LINE,
+            MULTI_LINE,
+        ):
+            reason = (
+                "must not contain control characters"
+                if error["ctx"]["pattern"] == MULTI_LINE
+                else "must be one line without control characters"
+            )
+        elif kind == "string_pattern_mismatch" and error.get("ctx", {}).get("pattern") == BASE64:
+            reason = "must be base64"
+        elif kind == "string_unicode":
+            reason = "must be valid Unicode text"
         elif kind == "missing":
             reason = "is required"
         found.append(FieldError(field=field, reason=reason))
@@ -143,10 +159,40 @@ async def _api_problem(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def idempotency_key_required() -> ApiProblem:
+    return ApiProblem(
+        400,
+        "idempotency-key-required",
+        f"this request moves money: send an {IDEMPOTENCY_KEY_HEADER} header (a UUID is best), "
+        "so that a retry can never do it twice",
+        title="Idempotency key required",
+    )
+
+
 async def _validation_problem(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    problem = invalid(field_errors(exc.errors()))
+    errors = exc.errors()
+    if any(
+        tuple(e.get("loc", ())) == ("header", IDEMPOTENCY_KEY_HEADER) and e.get("type") == "missing"
+        for e in errors
+    ):
+        return await _api_problem(request, idempotency_key_required())
+    problem = invalid(field_errors(errors))
     return await _api_problem(request, problem)
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(routes: Iterable[BaseRoute], scope: Scope) -> list[str]:
+    """Every method some route serves at this path (Starlette names only the first route's)."""
+    routes = list(routes)
+    probe = {"type": "http", "path": scope["path"], "root_path": scope.get("root_path", "")}
+    return [
+        method
+        for method in _METHODS
+        if any(route.matches({**probe, "method": method})[0] is Match.FULL for route in routes)
+    ]
 
 
 async def _http_problem(request: Request, exc: Exception) -> JSONResponse:
@@ -158,8 +204,13 @@ async def _http_problem(request: Request, exc: Exception) -> JSONResponse:
         return await _api_problem(request, problem)
     phrase = HTTPStatus(exc.status_code).phrase
     detail = exc.detail if isinstance(exc.detail, str) else phrase
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        allow = allowed_methods(request.app.router.routes, request.scope)
+        headers["Allow"] = ", ".join(allow)
+        detail = f"{request.method} is not served here; this path serves {headers['Allow']}"
     return problem_response(
-        request, exc.status_code, "about:blank", phrase, detail, headers=exc.headers
+        request, exc.status_code, "about:blank", phrase, detail, headers=headers
     )
 
 
@@ -208,18 +259,34 @@ def install_problem_handlers(app: FastAPI) -> None:
     document_problems(app)
 
 
+_SCHEMA_REF = "#/components/schemas/"
+_PROBLEM_CONTENT = {PROBLEM_JSON: {"schema": {"$ref": _SCHEMA_REF + "ProblemDocument"}}}
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "string"}}}
+_PROBLEM_HEADERS: dict[int, dict[str, Any]] = {503: _RETRY_AFTER}
+
+
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` entries documenting problem answers (see `document_problems`)."""
     return {
         status: {
             "description": HTTPStatus(status).phrase,
-            "content": {PROBLEM_JSON: {"schema": {"$ref": _SCHEMA_REF + "ProblemDocument"}}},
+            "content": _PROBLEM_CONTENT,
+            **({"headers": _PROBLEM_HEADERS[status]} if status in _PROBLEM_HEADERS else {}),
         }
         for status in statuses
     }
 
 
-_SCHEMA_REF = "#/components/schemas/"
+def auth_responses(*, operator: bool = False) -> dict[int | str, dict[str, Any]]:
+    """The answers of the API-key check: 401 with its challenge, and 403 for operator routes."""
+    responses = problem_responses(401, *((403,) if operator else ()))
+    responses[401]["headers"] = {
+        "WWW-Authenticate": {
+            "description": 'The challenge: `Bearer realm="ordermill"`',
+            "schema": {"type": "string"},
+        }
+    }
+    return responses
 
 
 def document_problems(app: FastAPI) -> None:
@@ -234,6 +301,15 @@ def document_problems(app: FastAPI) -> None:
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components.update(problem.pop("$defs", {}))
         components["ProblemDocument"] = problem
+        # FastAPI's own 422 (`HTTPValidationError`, application/json) is never what we answer.
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                default = operation.get("responses", {}).get("422", {})
+                if "HTTPValidationError" in str(default.get("content", "")):
+                    operation["responses"]["422"] = problem_responses(422)[422]
+        for unused in ("HTTPValidationError", "ValidationError"):
+            components.pop(unused, None)
+        app.openapi_schema = schema
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -7,19 +7,28 @@ shared with the workflow; these are the shapes only HTTP clients see.
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, field_validator
+from pydantic_core import PydanticCustomError
 
 from models.orders import (
     MAX_LINES,
+    MAX_QUANTITY,
     Address,
     CarrierStatus,
     DeliveryOption,
     OrderItem,
     OrderStatus,
     PaymentMethod,
+    Text,
 )
 
-CustomerId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+CUSTOMER_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+# Base64 as protobuf JSON reads bytes (the codec server's payloads): standard or URL-safe
+# alphabet, padding optional.
+BASE64 = r"^(?:[A-Za-z0-9+/_-]{4})*(?:[A-Za-z0-9+/_-]{2}(?:==)?|[A-Za-z0-9+/_-]{3}=?)?$"
+CustomerId = Annotated[str, StringConstraints(pattern=CUSTOMER_ID_PATTERN)]
+# Who a customer belongs to: an API principal's name (settings.API_KEYS).
+OwnerName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._@-]{1,64}$")]
 
 ADDRESS_EXAMPLE = {
     "name": "Ada Lovelace",
@@ -46,6 +55,23 @@ class PlaceOrderRequest(BaseModel):
     payment: PaymentMethod = Field(
         description="A card token from the payment provider (`tok_...`); never a card number"
     )
+
+    @field_validator("items")
+    @classmethod
+    def _one_product_within_bounds(cls, items: list[OrderItem]) -> list[OrderItem]:
+        """Lines of one SKU are merged into one, which must still be a line we can take."""
+        totals: dict[str, int] = {}
+        for item in items:
+            totals[item.sku] = totals.get(item.sku, 0) + item.quantity
+        for sku, total in totals.items():
+            if total > MAX_QUANTITY:
+                raise PydanticCustomError(
+                    "merged_quantity",
+                    "the lines of {sku} add up to {total}; at most {limit} of one product "
+                    "per order",
+                    {"sku": sku, "total": total, "limit": MAX_QUANTITY},
+                )
+        return items
 
 
 PLACE_ORDER_EXAMPLES = {
@@ -140,9 +166,15 @@ class ProductView(BaseModel):
 class CreateCustomerRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    name: Text
     email: EmailStr
     address: Address | None = Field(default=None, description="Default shipping address")
+    owner: OwnerName | None = Field(
+        default=None,
+        description="Operators only: the API client (its name in API_KEYS) the customer "
+        "belongs to. A client's customers are always its own; an operator's without an owner "
+        "are shared, which only development honours",
+    )
 
 
 CREATE_CUSTOMER_EXAMPLES = {
@@ -159,6 +191,10 @@ CREATE_CUSTOMER_EXAMPLES = {
 
 class CustomerView(BaseModel):
     id: str
+    owner: str | None = Field(
+        description="The API client that may order for the customer; null: shared (the demo "
+        "customers, for every client in development only)"
+    )
     name: str
     email: str
     address: Address | None = None
@@ -268,3 +304,4 @@ REFUND_EXAMPLES = {
         "value": {"amount": 500, "reason": "late delivery"},
     },
 }
+

@@ -3,9 +3,11 @@ production start names every setting that keeps it from being safe."""
 
 import base64
 import os
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from settings import (
     DEV_API_KEYS,
@@ -17,7 +19,17 @@ from settings import (
     parse_api_keys,
 )
 
-OURS = ("APP_ENV", "API_KEYS", "CARRIER_", "DOWNLOAD_", "ENCRYPTION_", "CODEC_", "TEMPORAL_UI")
+OURS = (
+    "APP_ENV",
+    "API_KEYS",
+    "CARRIER_",
+    "DOWNLOAD_",
+    "ENCRYPTION_",
+    "CODEC_",
+    "TEMPORAL_UI",
+    "UPDATE_WAIT",
+    "IDEMPOTENCY_",
+)
 GOOD_KEY = "omk_live_" + "x" * 32
 GOOD = {
     "app_env": "production",
@@ -162,3 +174,18 @@ def test_development_defaults_are_refused_in_production() -> None:
     with pytest.raises(RuntimeError, match="CARRIER_WEBHOOK_SECRETS must be set"):
         _ = production.webhook_secrets
     settings().check_production_ready()  # development: nothing to refuse
+
+
+def test_update_wait_and_key_ttl_are_durations_above_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert settings().update_wait == timedelta(seconds=20)
+    assert settings().idempotency_key_ttl == timedelta(days=1)
+    monkeypatch.setenv("UPDATE_WAIT", "1.5")
+    monkeypatch.setenv("IDEMPOTENCY_KEY_TTL", "PT12H")
+    configured = settings()
+    assert configured.update_wait == timedelta(seconds=1.5)
+    assert configured.idempotency_key_ttl == timedelta(hours=12)
+    for name in ("UPDATE_WAIT", "IDEMPOTENCY_KEY_TTL"):
+        monkeypatch.setenv(name, "0")
+        with pytest.raises(ValidationError):
+            settings()
+        monkeypatch.delenv(name)

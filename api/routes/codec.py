@@ -27,7 +27,8 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import HTMLResponse
 from google.protobuf import json_format
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
+from starlette.types import Scope
 from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.converter import PayloadCodec
 
@@ -43,19 +44,26 @@ from api.auth import (
     unauthorized,
 )
 from api.deps import SettingsDep
-from api.problems import invalid, problem_responses
-from models.http import FieldError
+from api.problems import ApiProblem, auth_responses, invalid, problem_responses
+from models.http import BASE64, FieldError
 
 log = logging.getLogger("ordermill.api.codec")
 
 PREFIX = "/codec"
-MAX_CODEC_BODY_BYTES = 4 * 1024 * 1024  # a Temporal payload may be 2 MiB, base64 grows it by 1/3
+# A Temporal payload may be 2 MiB and base64 grows it by a third: so much only for operators
+# (api.main lets a request that presents an operator's credential send it; others get 64 KiB).
+MAX_CODEC_BODY_BYTES = 4 * 1024 * 1024
+CODEC_PATHS = (f"{PREFIX}/encode", f"{PREFIX}/decode")
 MAX_PAYLOADS = 1000
+MAX_SIGN_IN_FIELDS = 10
+
+
+Base64 = Annotated[str, StringConstraints(pattern=BASE64)]
 
 
 class CodecPayload(BaseModel):
-    metadata: dict[str, str] = Field(default_factory=dict, description="Each value in base64")
-    data: str = Field(default="", description="base64")
+    metadata: dict[str, Base64] = Field(default_factory=dict, description="Each value in base64")
+    data: Base64 = Field(default="", description="base64")
 
 
 class CodecPayloads(BaseModel):
@@ -91,8 +99,30 @@ async def codec_operator(request: Request) -> Principal:
     return principal
 
 
+def presents_operator(scope: Scope) -> bool:
+    """Whether a request's headers carry an operator's key or codec session, read before its
+    body: only such a request may send the codec's large bodies."""
+    try:
+        return _is_operator(Request(scope))
+    except ApiProblem:  # a malformed Authorization header: certainly not an operator
+        return False
+
+
+def _is_operator(request: Request) -> bool:
+    keyring = get_keyring(request)
+    token = bearer_token(request)
+    if token is not None:
+        principal = keyring.authenticate(token)
+    else:
+        cookie = request.cookies.get(CODEC_SESSION_COOKIE)
+        principal = codec_session_principal(keyring, cookie) if cookie else None
+    return principal is not None and principal.is_operator
+
+
 router = APIRouter(prefix=PREFIX, tags=["codec"])
-protected = APIRouter(dependencies=[Depends(codec_operator)])
+protected = APIRouter(
+    dependencies=[Depends(codec_operator)], responses=auth_responses(operator=True)
+)
 
 Namespace = Annotated[
     str | None,
@@ -126,7 +156,7 @@ def _to_json(payloads: list[Payload]) -> CodecPayloads:
     "/encode",
     response_model=CodecPayloads,
     summary="Encrypt payloads (Temporal remote codec)",
-    responses=problem_responses(401, 403, 413, 422),
+    responses=problem_responses(413, 422),
 )
 async def encode(
     body: CodecPayloads, request: Request, settings: SettingsDep, namespace: Namespace = None
@@ -141,7 +171,7 @@ async def encode(
     "/decode",
     response_model=CodecPayloads,
     summary="Decrypt payloads (Temporal remote codec)",
-    responses=problem_responses(401, 403, 413, 422),
+    responses=problem_responses(413, 422),
 )
 async def decode(
     body: CodecPayloads, request: Request, settings: SettingsDep, namespace: Namespace = None
@@ -219,9 +249,16 @@ def _ui_steps(endpoint: str) -> str:
 async def start_session(request: Request) -> HTMLResponse:
     """Sets the codec session cookie for an operator key sent by the form (or as a bearer)."""
     keyring = get_keyring(request)
-    token = bearer_token(request)
+    try:
+        token = bearer_token(request)
+    except ApiProblem:
+        return _page("ordermill codec", _sign_in_form("That is not an operator key."), 401)
     if token is None:
-        form = parse_qs((await request.body()).decode("utf-8", "replace"), max_num_fields=10)
+        body = (await request.body()).decode("utf-8", "replace")
+        try:
+            form = parse_qs(body, max_num_fields=MAX_SIGN_IN_FIELDS)
+        except ValueError:  # more fields than the form has: not our form
+            return _page("ordermill codec", _sign_in_form("That was not the sign-in form."), 400)
         token = (form.get("key") or [""])[0].strip()
     principal = keyring.authenticate(token) if token else None
     if principal is None or not principal.is_operator:

@@ -1,4 +1,11 @@
-"""Customers: who may place orders, and where their parcels go by default."""
+"""Customers: who may place orders, and where their parcels go by default.
+
+A customer belongs to the API client that created it: only that client (and operators) may
+read it or order for it; to any other client it does not exist (the same 404, and the same
+422 when ordering, as an unknown id). An operator may create a customer for a client by
+naming it `owner`; without one, the customer is shared, like the seeded demo customers, and
+shared customers are honoured in development only.
+"""
 
 import uuid
 from datetime import UTC, datetime
@@ -6,16 +13,22 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Response
 
-from api.auth import OperatorOnly
-from api.deps import SessionDep
+from api.auth import PrincipalDep, forbidden
+from api.deps import SessionDep, SettingsDep
 from api.problems import not_found, problem_responses
-from models.http import CREATE_CUSTOMER_EXAMPLES, CreateCustomerRequest, CustomerView
+from api.routes.orders import may_use_customer
+from models.http import (
+    CREATE_CUSTOMER_EXAMPLES,
+    CUSTOMER_ID_PATTERN,
+    CreateCustomerRequest,
+    CustomerView,
+)
 from models.orders import Address
 from models.tables import Customer
 
 router = APIRouter(prefix="/customers", tags=["customers"])
 
-CustomerIdPath = Annotated[str, Path(min_length=1, max_length=64, examples=["cus_ada"])]
+CustomerIdPath = Annotated[str, Path(pattern=CUSTOMER_ID_PATTERN, examples=["cus_ada"])]
 
 
 def _view(customer: Customer) -> CustomerView:
@@ -32,6 +45,7 @@ def _view(customer: Customer) -> CustomerView:
     created = customer.created_at
     return CustomerView(
         id=customer.id,
+        owner=customer.owner,
         name=customer.name,
         email=customer.email,
         address=address,
@@ -46,18 +60,35 @@ def _view(customer: Customer) -> CustomerView:
     response_model=CustomerView,
     summary="Create a customer",
     responses={
-        201: {"description": "Created; `Location` names the customer"},
-        **problem_responses(422),
+        201: {
+            "description": "Created; `Location` names the customer",
+            "headers": {
+                "Location": {
+                    "description": "The customer, `/customers/{id}`",
+                    "schema": {"type": "string"},
+                }
+            },
+        },
+        **problem_responses(403, 413, 422),
     },
 )
 def create_customer(
     request: Annotated[CreateCustomerRequest, Body(openapi_examples=CREATE_CUSTOMER_EXAMPLES)],
     response: Response,
     session: SessionDep,
+    principal: PrincipalDep,
 ) -> CustomerView:
+    """The customer is the caller's own; an operator may give it to a client (`owner`)."""
+    if principal.is_operator:
+        owner = request.owner
+    elif request.owner in (None, principal.name):
+        owner = principal.name
+    else:
+        raise forbidden("only an operator may create a customer for another client")
     address = request.address
     customer = Customer(
         id=f"cus_{uuid.uuid4().hex[:16]}",
+        owner=owner,
         name=request.name,
         email=str(request.email),
         address_line1=address.line1 if address else None,
@@ -77,12 +108,19 @@ def create_customer(
 @router.get(
     "/{customer_id}",
     response_model=CustomerView,
-    summary="Get a customer (operators: it holds contact details)",
-    responses=problem_responses(403, 404, 422),
-    dependencies=[OperatorOnly],
+    summary="Get a customer",
+    responses=problem_responses(404, 422),
 )
-def get_customer(customer_id: CustomerIdPath, session: SessionDep) -> CustomerView:
+def get_customer(
+    customer_id: CustomerIdPath,
+    session: SessionDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+) -> CustomerView:
+    """A client reads its own customers (and, in development, the shared demo ones); an
+    operator every customer. Any other is a 404, as if it did not exist."""
     customer = session.get(Customer, customer_id)
-    if customer is None:
+    if not may_use_customer(customer, principal, production=settings.is_production):
         raise not_found("customer", f"there is no customer {customer_id}")
+    assert customer is not None
     return _view(customer)

@@ -22,7 +22,8 @@ from models.tables import Product, RevokedDownload
 
 router = APIRouter(prefix="/downloads", tags=["downloads"])
 
-SkuPath = Annotated[str, Path(min_length=1, max_length=64, examples=["EBOOK-DUNE"])]
+SKU_PATTERN = r"^[A-Z0-9][A-Z0-9-]{0,63}$"  # models.orders.Sku
+SkuPath = Annotated[str, Path(pattern=SKU_PATTERN, examples=["EBOOK-DUNE"])]
 Signature = Annotated[
     str | None,
     Query(max_length=128, description="The signature from the link in the delivery email"),

@@ -6,10 +6,13 @@ No handler ever awaits an order's result: an order lives for days.
 
 import base64
 import binascii
+import hmac
 import json
 import logging
+import re
 import uuid
 from datetime import UTC, datetime
+from functools import partial
 from typing import Annotated
 
 from anyio import to_thread
@@ -22,19 +25,15 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from api import idempotency
-from api.auth import PrincipalDep, owns
+from api.auth import Principal, PrincipalDep
 from api.deps import EngineDep, SessionDep, SettingsDep, TemporalClientDep
-from api.order_calls import (
-    ACCEPTED_IN_PROGRESS,
-    Refusal,
-    load_order,
-    run_update,
-    temporal_unavailable,
-)
+from api.order_calls import Refusal, load_order, temporal_unavailable, update_responses
+from api.order_updates import CallerDep, key_reused, order_update
 from api.problems import ApiProblem, invalid, problem_responses
 from database import read_only
 from models.http import (
     CANCEL_EXAMPLES,
+    CUSTOMER_ID_PATTERN,
     PLACE_ORDER_EXAMPLES,
     FieldError,
     OrderPage,
@@ -43,6 +42,7 @@ from models.http import (
 )
 from models.orders import (
     CancelRequest,
+    OrderLimits,
     OrderStatus,
     OrderTimeouts,
     OrderView,
@@ -59,9 +59,10 @@ log = logging.getLogger("ordermill.api.orders")
 
 CANCEL_REFUSED = Refusal("CancelRefused", "cancel-refused", "The order can no longer be cancelled")
 
+ORDER_ID_PATTERN = r"^[A-Za-z0-9_-]{1,100}$"
 OrderId = Annotated[
     str,
-    Path(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_-]+$", examples=["ord_3f2a9c1d7e4b"]),
+    Path(min_length=1, max_length=100, pattern=ORDER_ID_PATTERN, examples=["ord_3f2a9c1d7e4b"]),
 ]
 IdempotencyKey = Annotated[
     str | None,
@@ -69,7 +70,8 @@ IdempotencyKey = Annotated[
         alias=idempotency.KEY_HEADER,
         pattern=idempotency.KEY_PATTERN,
         description="Any unique string (a UUID is best). Retrying with the same key and body "
-        "returns the same order instead of placing a second one; keys are kept for 24 h.",
+        "returns the same order instead of placing a second one; the same key with another "
+        "request is a 409. Keys are your own (no other client's collide) and kept for a day.",
     ),
 ]
 
@@ -81,8 +83,24 @@ def new_order_id() -> str:
 # ---- placing an order ------------------------------------------------------------------------
 
 
-def _unknown_references(engine: Engine, request: PlaceOrderRequest) -> list[FieldError]:
-    """Catalog and customer checks the client can fix, answered before any workflow starts."""
+def may_use_customer(customer: Customer | None, principal: Principal, *, production: bool) -> bool:
+    """Operators may use any customer, a client its own, and in development the shared ones."""
+    if customer is None:
+        return False
+    if principal.is_operator:
+        return True
+    if customer.owner is None:
+        return not production
+    return hmac.compare_digest(customer.owner, principal.name)
+
+
+def _unknown_references(
+    engine: Engine, request: PlaceOrderRequest, principal: Principal, *, production: bool
+) -> list[FieldError]:
+    """Catalog and customer checks the client can fix, answered before any workflow starts.
+
+    Another client's customer is answered exactly as one that does not exist.
+    """
     skus = {item.sku for item in request.items}
     with Session(read_only(engine)) as session:
         known = set(session.exec(select(Product.sku).where(col(Product.sku).in_(skus))))
@@ -92,7 +110,7 @@ def _unknown_references(engine: Engine, request: PlaceOrderRequest) -> list[Fiel
         for i, item in enumerate(request.items)
         if item.sku not in known
     ]
-    if customer is None:
+    if not may_use_customer(customer, principal, production=production):
         errors.insert(0, FieldError(field="customer_id", reason="there is no such customer"))
     return errors
 
@@ -103,8 +121,16 @@ def _unknown_references(engine: Engine, request: PlaceOrderRequest) -> list[Fiel
     response_model=OrderView,
     summary="Place an order",
     responses={
-        202: {"description": "Accepted: the order is being processed; follow `Location`"},
-        **problem_responses(409, 422, 503),
+        202: {
+            "description": "Accepted: the order is being processed; follow `Location`",
+            "headers": {
+                "Location": {
+                    "description": "The order, `/orders/{order_id}`",
+                    "schema": {"type": "string"},
+                }
+            },
+        },
+        **problem_responses(409, 413, 422, 503),
     },
 )
 async def place_order(
@@ -119,7 +145,12 @@ async def place_order(
 ) -> OrderView:
     """Starts the order's workflow and answers at once with the order as it stands (usually
     `received`). Payment, stock and shipping happen afterwards; poll `GET /orders/{id}`."""
-    errors = await to_thread.run_sync(_unknown_references, engine, request)
+    errors = await to_thread.run_sync(
+        partial(_unknown_references, production=settings.is_production),
+        engine,
+        request,
+        principal,
+    )
     if errors:
         raise invalid(errors)
 
@@ -129,24 +160,14 @@ async def place_order(
             claim = await to_thread.run_sync(
                 idempotency.claim,
                 engine,
+                principal.name,
                 idempotency_key,
-                idempotency.fingerprint(request, principal.name),
+                idempotency.fingerprint("POST /orders", request),
                 order_id,
+                settings.idempotency_key_ttl,
             )
         except idempotency.KeyReused as err:
-            # Name the order only to whoever may see it.
-            which = (
-                f"order {err.order_id}"
-                if await owns(principal, client, engine, err.order_id)
-                else "another order"
-            )
-            raise ApiProblem(
-                409,
-                "idempotency-key-reused",
-                f"this {idempotency.KEY_HEADER} was already used for {which} "
-                "with a different request; use a new key for a new order",
-                title="Idempotency key reused",
-            ) from None
+            raise key_reused(err) from None
         order_id, replayed = claim.order_id, claim.replayed
 
     order = PlaceOrderInput(
@@ -162,6 +183,7 @@ async def place_order(
             return_window=settings.return_window,
             return_arrival_timeout=settings.return_arrival_timeout,
         ),
+        limits=OrderLimits(max_inquiries=settings.max_inquiries),
         placed_by=principal.name,
     )
     response.headers["Location"] = f"/orders/{order_id}"
@@ -212,7 +234,7 @@ def _record_placed(engine: Engine, placed: OrderView) -> None:
     "/{order_id}",
     response_model=OrderView,
     summary="Get an order",
-    responses=problem_responses(404, 422),
+    responses=problem_responses(404, 422, 503),
 )
 async def get_order(
     order_id: OrderId, request: Request, client: TemporalClientDep, engine: EngineDep
@@ -228,14 +250,21 @@ def encode_cursor(placed_at: datetime, order_id: str) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+_CURSOR_ORDER_ID = re.compile(ORDER_ID_PATTERN)
+
+
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The (placed_at, order_id) a page ended at; anything but a cursor we made is a 422."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         placed_at, order_id = json.loads(raw)
         if not isinstance(placed_at, str) or not isinstance(order_id, str):
             raise ValueError
+        if not _CURSOR_ORDER_ID.fullmatch(order_id):
+            raise ValueError
+        # A time at the edge of the calendar (year 1 with an offset) overflows in UTC.
         return _utc(datetime.fromisoformat(placed_at)), order_id
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise invalid(
             [FieldError(field="cursor", reason="is not a cursor this API gave out")]
         ) from None
@@ -255,7 +284,7 @@ def _utc(moment: datetime) -> datetime:
 def list_orders(
     session: SessionDep,
     principal: PrincipalDep,
-    customer_id: Annotated[str | None, Query(max_length=64)] = None,
+    customer_id: Annotated[str | None, Query(pattern=CUSTOMER_ID_PATTERN)] = None,
     status: OrderStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
@@ -308,21 +337,17 @@ def list_orders(
     "/{order_id}/cancel",
     response_model=OrderView,
     summary="Cancel an order",
-    responses={
-        200: {"description": "Cancelled: stock released, card authorization voided"},
-        **ACCEPTED_IN_PROGRESS,
-        **problem_responses(404, 409, 422, 503),
-    },
+    responses=update_responses(200, "Cancelled: stock released, card authorization voided"),
 )
 async def cancel_order(
     order_id: OrderId,
-    client: TemporalClientDep,
-    engine: EngineDep,
+    caller: CallerDep,
     body: Annotated[CancelRequest | None, Body(openapi_examples=CANCEL_EXAMPLES)] = None,
 ) -> OrderView | JSONResponse:
     """Honoured until the parcel is handed to the carrier; asking again answers the same
-    cancelled order. Accepted means the validator said yes; the order then stops at its next
-    stage boundary, releasing what it holds, which normally takes well under a second."""
+    cancelled order (so it needs no Idempotency-Key). Accepted means the validator said yes;
+    the order then stops at its next stage boundary, releasing what it holds, which normally
+    takes well under a second."""
 
     async def when_closed(closed: OrderView) -> OrderView:
         if closed.status is OrderStatus.CANCELLED:
@@ -331,13 +356,14 @@ async def cancel_order(
             f"order {order_id} can no longer be cancelled: it is {closed.status.value}"
         )
 
-    return await run_update(
-        client,
-        engine,
+    return await order_update(
+        caller,
         order_id,
+        "cancel",
         UPDATE_CANCEL,
         body or CancelRequest(),
         OrderView,
         refusal=CANCEL_REFUSED,
+        key=None,
         when_closed=when_closed,
     )

@@ -2,8 +2,12 @@
 
 Carriers retry anything but a 2xx for days, so an event we can do nothing more with (seen
 before, or its order has closed) is still a 200; only a temporary failure on our side is a 503,
-which a retry will get past. The workflow dedupes by `event_id` too, so a retry after a 503
-that had in fact reached the order changes nothing.
+which a retry will get past.
+
+An event is the carrier's own for one parcel: receipts are keyed on carrier, tracking number
+and `event_id`, so two parcels (or two carriers) using the same `event_id` each get theirs.
+The workflow dedupes per tracking number and `event_id` too, so a retry after a 503 that had
+in fact reached the order changes nothing.
 """
 
 import logging
@@ -44,6 +48,7 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True)
 class Receipt:
+    carrier: str
     order_id: str
     duplicate: bool
 
@@ -58,10 +63,12 @@ def _receive(engine: Engine, event: CarrierEvent) -> Receipt | None:
         shipment = session.get(Shipment, event.tracking_number)
         if shipment is None:
             return None
-        receipt = session.get(CarrierWebhookReceipt, event.event_id)
+        key = (shipment.carrier, event.tracking_number, event.event_id)
+        receipt = session.get(CarrierWebhookReceipt, key)
         if receipt is None:
             session.add(
                 CarrierWebhookReceipt(
+                    carrier=shipment.carrier,
                     event_id=event.event_id,
                     tracking_number=event.tracking_number,
                     order_id=shipment.order_id,
@@ -72,21 +79,25 @@ def _receive(engine: Engine, event: CarrierEvent) -> Receipt | None:
             )
             try:
                 session.commit()
-                return Receipt(order_id=shipment.order_id, duplicate=False)
+                return Receipt(shipment.carrier, shipment.order_id, duplicate=False)
             except IntegrityError:  # the same event, delivered twice at once
                 session.rollback()
-                receipt = session.get(CarrierWebhookReceipt, event.event_id)
+                receipt = session.get(CarrierWebhookReceipt, key)
                 if receipt is None:
                     raise
-        return Receipt(order_id=receipt.order_id, duplicate=receipt.outcome != Outcome.PENDING)
+        return Receipt(
+            receipt.carrier, receipt.order_id, duplicate=receipt.outcome != Outcome.PENDING
+        )
 
 
-def _settle(engine: Engine, event: CarrierEvent, outcome: Outcome) -> None:
+def _settle(engine: Engine, receipt: Receipt, event: CarrierEvent, outcome: Outcome) -> None:
     with Session(engine) as session:
-        receipt = session.get(CarrierWebhookReceipt, event.event_id)
-        if receipt is not None and receipt.outcome == Outcome.PENDING:
-            receipt.outcome = outcome.value
-            session.add(receipt)
+        row = session.get(
+            CarrierWebhookReceipt, (receipt.carrier, event.tracking_number, event.event_id)
+        )
+        if row is not None and row.outcome == Outcome.PENDING:
+            row.outcome = outcome.value
+            session.add(row)
         if outcome is Outcome.ORDER_CLOSED:
             # The order will not record it any more; keep it in the shipment's history ourselves.
             seen = session.exec(
@@ -164,5 +175,5 @@ async def carrier_event(
             raise temporal_unavailable(err) from None  # still pending: the retry will signal
         log.info("order %s is closed; recorded %s only", receipt.order_id, event.event_id)
         outcome = Outcome.ORDER_CLOSED
-    await to_thread.run_sync(_settle, engine, event, outcome)
+    await to_thread.run_sync(_settle, engine, receipt, event, outcome)
     return WebhookAck(event_id=event.event_id, outcome=outcome.value)

@@ -8,19 +8,17 @@ an unknown one, listing, idempotency keys across clients, key rotation, 413s.
 
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import text
 from sqlmodel import Session
 
 from api.main import create_app
-from database import create_schema, make_engine
 from models.tables import OrderRecord
 from tests.api.conftest import (
     CLIENT_KEY,
@@ -71,6 +69,8 @@ class Endpoint:
     expect: dict[str, int]
     body: Any = None
     fresh: bool = False
+    keyed: bool = False  # sends a fresh Idempotency-Key (money-moving routes require one)
+    headers: dict[str, str] = field(default_factory=dict)
 
     def __str__(self) -> str:
         return f"{self.method} {self.path}"
@@ -96,6 +96,7 @@ ENDPOINTS = [
         "/orders/{order}/returns",
         answers(409, 404, 409),
         body={"lines": [{"sku": "BOOK-DUNE", "quantity": 1}], "reason": "damaged"},
+        keyed=True,
     ),
     Endpoint("POST", "/orders/{order}/inquiries", answers(201, 404, 201), body={"message": "hi"}),
     Endpoint("POST", "/orders/{order}/feedback", answers(409, 404, 409), body={"rating": 5}),
@@ -104,12 +105,14 @@ ENDPOINTS = [
         "/orders/{order}/refunds",
         answers(403, 404, 201),
         body={"amount": 1, "reason": "late delivery"},
+        keyed=True,
     ),
     Endpoint(
         "POST",
         "/orders/ord_nosuchorder/refunds",
         answers(404, 404, 404),
         body={"amount": 1, "reason": "late delivery"},
+        keyed=True,
     ),
     Endpoint("GET", "/products", answers(200, 200, 200)),
     Endpoint(
@@ -118,7 +121,9 @@ ENDPOINTS = [
         answers(201, 201, 201),
         body={"name": "Key Holder", "email": "holder@example.com"},
     ),
-    Endpoint("GET", "/customers/cus_ada", answers(403, 403, 200)),
+    # The demo customers are shared in development; another client's are a 404 (below).
+    Endpoint("GET", "/customers/cus_ada", answers(200, 200, 200)),
+    Endpoint("GET", "/customers/cus_nosuchcustomer", answers(404, 404, 404)),
     Endpoint("POST", "/codec/encode", answers(403, 403, 200), body=CODEC_BODY),
     Endpoint("POST", "/codec/decode", answers(403, 403, 200), body=CODEC_BODY),
     # Public: a signature is the credential, and an API key changes nothing.
@@ -140,8 +145,9 @@ async def test_who_may_use_each_endpoint(
     a_order: str,
 ) -> None:
     order = str((await place(callers["A"]))["order_id"]) if endpoint.fresh else a_order
+    headers = {"Idempotency-Key": str(uuid.uuid4())} if endpoint.keyed else {}
     response = await callers[caller].request(
-        endpoint.method, endpoint.path.format(order=order), json=endpoint.body
+        endpoint.method, endpoint.path.format(order=order), json=endpoint.body, headers=headers
     )
     expected = endpoint.expect[caller]
     assert response.status_code == expected, f"{caller}: {response.text}"
@@ -151,18 +157,17 @@ async def test_who_may_use_each_endpoint(
         assert response.headers["www-authenticate"].startswith('Bearer realm="ordermill"')
 
 
-def test_the_table_covers_every_route(api_app: FastAPI) -> None:
+async def test_the_table_covers_every_route(api_app: FastAPI, api: httpx.AsyncClient) -> None:
     """A new route must be added to ENDPOINTS (with who may use it) to pass."""
     rows = [(e.method, e.path.replace("{order}", "ord_x")) for e in ENDPOINTS]
-    for route in api_app.routes:
-        path = getattr(route, "path", "")
-        if path in ("/docs/oauth2-redirect", "/redoc") or path.startswith("/codec/session"):
-            continue  # the docs' helpers; the codec's sign-in page (tests/api/test_codec.py)
+    spec = (await api.get("/openapi.json")).json()
+    operations = [(m.upper(), p) for p, ops in spec["paths"].items() for m in ops]
+    assert len(operations) >= 17
+    for method, path in operations:
         pattern = re.compile(re.sub(r"\{[^}]+\}", "[^/]+", path) + "$")
-        for method in (getattr(route, "methods", None) or set()) - {"HEAD"}:
-            assert any(m == method and pattern.match(p) for m, p in rows), (
-                f"{method} {path} is not in the table"
-            )
+        assert any(m == method and pattern.match(p) for m, p in rows), (
+            f"{method} {path} is not in the table"
+        )
 
 
 async def test_missing_and_unknown_keys_are_told_apart_in_the_challenge(
@@ -238,20 +243,80 @@ async def test_an_order_belongs_to_the_key_that_placed_it(
 async def test_an_idempotency_key_is_each_clients_own(
     client_api: httpx.AsyncClient, other_client_api: httpx.AsyncClient
 ) -> None:
+    # B uses the key first, with another body: that claims nothing of A's.
     key = new_id("idem")
+    early = await other_client_api.post(
+        "/orders", json=order_body(delivery="express"), headers={"Idempotency-Key": key}
+    )
+    assert early.status_code == 202, early.text
     first = await client_api.post("/orders", json=order_body(), headers={"Idempotency-Key": key})
-    assert first.status_code == 202
+    assert first.status_code == 202, first.text
+    assert "idempotent-replayed" not in first.headers
     order_id = first.json()["order_id"]
-    # B sending the very same key and body is never handed A's order, nor told its id.
-    stolen = await other_client_api.post(
+    assert order_id != early.json()["order_id"]
+    # B sending the very same key and body as A is never handed A's order, nor told its id.
+    copied = await other_client_api.post(
         "/orders", json=order_body(), headers={"Idempotency-Key": key}
     )
-    problem = assert_problem(stolen, 409)
-    assert order_id not in stolen.text
-    assert "another order" in problem["detail"]
+    problem = assert_problem(copied, 409)  # B's own key, used by B for another body
+    assert order_id not in copied.text
+    assert early.json()["order_id"] in problem["detail"]
     again = await client_api.post("/orders", json=order_body(), headers={"Idempotency-Key": key})
     assert again.json()["order_id"] == order_id
     assert again.headers["idempotent-replayed"] == "true"
+
+
+async def test_a_client_orders_only_for_its_own_customers(
+    client_api: httpx.AsyncClient, other_client_api: httpx.AsyncClient, api: httpx.AsyncClient
+) -> None:
+    created = await client_api.post(
+        "/customers",
+        json={
+            "name": "Private Person",
+            "email": "private@example.com",
+            "address": {
+                "name": "Private Person",
+                "line1": "7 Hidden Lane",
+                "city": "Springfield",
+                "postal_code": "62701",
+                "country": "US",
+            },
+        },
+    )
+    assert created.status_code == 201, created.text
+    mine = created.json()
+    assert mine["owner"] == "dev-client"
+    assert (await client_api.get(f"/customers/{mine['id']}")).json() == mine
+    assert (await api.get(f"/customers/{mine['id']}")).status_code == 200
+
+    # To B, A's customer is exactly a customer that does not exist: reading and ordering.
+    theirs = await other_client_api.get(f"/customers/{mine['id']}")
+    nobody = await other_client_api.get("/customers/cus_0000000000000000")
+    assert assert_problem(theirs, 404)["detail"].replace(mine["id"], "ID") == assert_problem(
+        nobody, 404
+    )["detail"].replace("cus_0000000000000000", "ID")
+    ordered = await other_client_api.post("/orders", json=order_body(customer_id=mine["id"]))
+    unknown = await other_client_api.post(
+        "/orders", json=order_body(customer_id="cus_0000000000000000")
+    )
+    assert assert_problem(ordered, 422)["errors"] == assert_problem(unknown, 422)["errors"]
+    assert "7 Hidden Lane" not in ordered.text and "private@" not in ordered.text
+
+    # A orders for its customer, to the address on file; an operator may too.
+    assert (await place(client_api, customer_id=mine["id"]))["placed_by"] == "dev-client"
+    assert (await place(api, customer_id=mine["id"]))["customer_id"] == mine["id"]
+
+
+async def test_only_an_operator_creates_a_customer_for_another_client(
+    client_api: httpx.AsyncClient, other_client_api: httpx.AsyncClient, api: httpx.AsyncClient
+) -> None:
+    body = {"name": "Given Away", "email": "given@example.com", "owner": "dev-client-2"}
+    assert_problem(await client_api.post("/customers", json=body), 403)
+    given = await api.post("/customers", json=body)
+    assert given.status_code == 201, given.text
+    customer_id = given.json()["id"]
+    assert (await other_client_api.get(f"/customers/{customer_id}")).status_code == 200
+    assert_problem(await client_api.get(f"/customers/{customer_id}"), 404)
 
 
 # ---- bodies ----------------------------------------------------------------------------------
@@ -337,33 +402,3 @@ async def test_every_listed_webhook_secret_is_active(
         event = carrier_event(new_id("OMNONE").upper(), "in_transit")
         # 404: the signature passed and the (unknown) tracking number was looked up.
         assert_problem(await post_event(carrier, event, secrets), expected)
-
-
-# ---- an order read model from before keys ----------------------------------------------------
-
-
-@pytest.fixture
-def old_database(tmp_path: Path) -> Iterator[str]:
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    engine = make_engine(url)
-    with engine.begin() as connection:
-        connection.execute(
-            text(
-                "CREATE TABLE orderrecord (order_id VARCHAR PRIMARY KEY, customer_id VARCHAR, "
-                "status VARCHAR, reason_code VARCHAR, currency VARCHAR, total INTEGER, "
-                "captured INTEGER, refunded INTEGER, tracking_number VARCHAR, version INTEGER, "
-                "placed_at DATETIME, updated_at DATETIME, view_json TEXT NOT NULL)"
-            )
-        )
-    engine.dispose()
-    yield url
-
-
-def test_a_database_from_before_keys_gains_the_owner_column(old_database: str) -> None:
-    engine = make_engine(old_database)
-    create_schema(engine)
-    create_schema(engine)  # and again: nothing left to add
-    with engine.connect() as connection:
-        columns = {row[1] for row in connection.execute(text("PRAGMA table_info(orderrecord)"))}
-    engine.dispose()
-    assert "placed_by" in columns

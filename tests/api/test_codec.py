@@ -212,6 +212,55 @@ async def test_large_payloads_fit_but_not_without_bound(http: httpx.AsyncClient)
     assert_problem(await http.post("/codec/encode", json=huge, headers=OPERATOR), 413)
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [{}, bearer(CLIENT_KEY), bearer("omk_unknown"), {"Authorization": "Basic eA=="}],
+    ids=["anonymous", "client", "unknown key", "malformed"],
+)
+async def test_only_an_operator_may_send_the_codec_a_large_body(
+    http: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
+    """Refused on its declared length, before a byte is parsed: 64 KiB unless an operator's."""
+    body = json.dumps({"payloads": [{"data": "A" * (3 * 1024 * 1024)}]})
+    for path in ("/codec/decode", "/codec/encode"):
+        response = await http.post(
+            path, content=body, headers={**headers, "Content-Type": "application/json"}
+        )
+        problem = assert_problem(response, 413)
+        assert "65536 bytes" in problem["detail"]
+    small = await http.post("/codec/decode", json=plain_payloads(), headers=headers)
+    assert small.status_code in (401, 403)
+
+
+async def test_a_signed_in_browser_may_send_a_large_body(http: httpx.AsyncClient) -> None:
+    signed_in = await http.post(
+        "/codec/session",
+        content=f"key={OPERATOR_KEY}",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    cookie = {"Cookie": f"{CODEC_SESSION_COOKIE}={signed_in.cookies[CODEC_SESSION_COOKIE]}"}
+    big = Payload(metadata={"encoding": b"json/plain"}, data=b"x" * 1_000_000)
+    body = json_format.MessageToDict(Payloads(payloads=[big]))
+    assert (await http.post("/codec/encode", json=body, headers=cookie)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"a&a&a&a&a&a&a&a&a&a&a", b"key=" + b"&key=x" * 20, b"\xff\xfe=\x00"],
+    ids=["many fields", "many keys", "not text"],
+)
+async def test_a_sign_in_body_that_is_not_the_form_is_refused_not_500(
+    http: httpx.AsyncClient, body: bytes
+) -> None:
+    response = await http.post(
+        "/codec/session",
+        content=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code in (400, 401), response.text
+    assert "set-cookie" not in response.headers
+
+
 # ---- the browser session for the Temporal UI -------------------------------------------------
 
 

@@ -7,6 +7,7 @@ processor's ledger (PaymentTransaction rows) is read back: never more refunded t
 
 import asyncio
 import re
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -44,21 +45,27 @@ async def deliver(api: httpx.AsyncClient, secret: str, **changes: Any) -> dict[s
     return await follow(api, order_id, has_status("delivered"))
 
 
+def keyed() -> dict[str, str]:
+    """A fresh Idempotency-Key: returns and refunds move money, so they require one."""
+    return {"Idempotency-Key": str(uuid.uuid4())}
+
+
 async def post_return(
     api: httpx.AsyncClient,
     order_id: str,
-    lines: dict[str, int],
+    lines: dict[str, int] | list[tuple[str, int]],
     resolution: str = "refund",
     reason: str = "damaged",
     **extra: Any,
 ) -> httpx.Response:
+    pairs = list(lines.items()) if isinstance(lines, dict) else lines
     body = {
-        "lines": [{"sku": sku, "quantity": n} for sku, n in lines.items()],
+        "lines": [{"sku": sku, "quantity": n} for sku, n in pairs],
         "reason": reason,
         "resolution": resolution,
         **extra,
     }
-    return await api.post(f"/orders/{order_id}/returns", json=body)
+    return await api.post(f"/orders/{order_id}/returns", json=body, headers=keyed())
 
 
 async def carrier(api: httpx.AsyncClient, secret: str, tracking: str, status: str) -> None:
@@ -300,7 +307,8 @@ async def test_a_late_return_is_refused_and_an_open_one_holds_the_order_open(
         ("feedback", {"rating": 2}),
         ("refunds", {"amount": 100, "reason": "sorry"}),
     ]:
-        problem = assert_problem(await api.post(f"/orders/{order_id}/{path}", json=body), 409)
+        response = await api.post(f"/orders/{order_id}/{path}", json=body, headers=keyed())
+        problem = assert_problem(response, 409)
         assert problem["type"].endswith("/order-closed")
         assert problem["detail"] == "the order is closed: it is completed"
 
@@ -312,7 +320,8 @@ async def test_unknown_orders_are_404(api: httpx.AsyncClient) -> None:
         ("feedback", {"rating": 5}),
         ("refunds", {"amount": 100, "reason": "sorry"}),
     ]:
-        problem = assert_problem(await api.post(f"/orders/ord_nobody/{path}", json=body), 404)
+        response = await api.post(f"/orders/ord_nobody/{path}", json=body, headers=keyed())
+        problem = assert_problem(response, 404)
         assert problem["type"].endswith("/order-not-found")
 
 
@@ -326,7 +335,7 @@ async def test_goodwill_refunds_stop_at_what_was_captured(
     total = DUNE + STANDARD_SHIPPING
 
     response = await api.post(
-        f"/orders/{order_id}/refunds", json={"amount": 1000, "reason": "late"}
+        f"/orders/{order_id}/refunds", json={"amount": 1000, "reason": "late"}, headers=keyed()
     )
     assert response.status_code == 201, response.text
     assert response.json()["refund_id"] == "RF-1"
@@ -334,7 +343,9 @@ async def test_goodwill_refunds_stop_at_what_was_captured(
     await emailed(e2e_stack, order_id, "refund_issued")
 
     too_much = await api.post(
-        f"/orders/{order_id}/refunds", json={"amount": total, "reason": "everything"}
+        f"/orders/{order_id}/refunds",
+        json={"amount": total, "reason": "everything"},
+        headers=keyed(),
     )
     problem = assert_problem(too_much, 409)
     assert problem["type"].endswith("/refund-refused")
@@ -347,9 +358,10 @@ async def test_goodwill_refunds_stop_at_what_was_captured(
     assert a_return(returned, "RET-1")["refund_amount"] == total - 1000
     assert_ledger(e2e_stack, returned, [1000, total - 1000])
 
-    nothing_left = await api.post(f"/orders/{order_id}/refunds", json={"amount": 1, "reason": "x"})
+    url = f"/orders/{order_id}/refunds"
+    nothing_left = await api.post(url, json={"amount": 1, "reason": "x"}, headers=keyed())
     assert assert_problem(nothing_left, 409)["detail"] == "at most $0.00 is left to refund"
-    invalid = await api.post(f"/orders/{order_id}/refunds", json={"amount": 0, "reason": "x"})
+    invalid = await api.post(url, json={"amount": 0, "reason": "x"}, headers=keyed())
     assert assert_problem(invalid, 422)["errors"][0]["field"] == "amount"
 
 
@@ -360,7 +372,10 @@ async def test_racing_refunds_and_a_retried_one_never_refund_twice(
     url = f"/orders/{order_id}/refunds"
 
     answers = await asyncio.gather(
-        *(api.post(url, json={"amount": 1500, "reason": f"agent {n}"}) for n in range(3))
+        *(
+            api.post(url, json={"amount": 1500, "reason": f"agent {n}"}, headers=keyed())
+            for n in range(3)
+        )
     )
     assert sorted(a.status_code for a in answers) == [201, 409, 409]
 
@@ -372,6 +387,65 @@ async def test_racing_refunds_and_a_retried_one_never_refund_twice(
 
     view = (await api.get(f"/orders/{order_id}")).json()
     assert_ledger(e2e_stack, view, [1500, 500])
+
+
+async def test_returns_and_refunds_need_an_idempotency_key(
+    api: httpx.AsyncClient, client_api: httpx.AsyncClient
+) -> None:
+    order_id = (await place(client_api))["order_id"]
+    for who, path, body in [
+        (
+            client_api,
+            "returns",
+            {"lines": [{"sku": "BOOK-DUNE", "quantity": 1}], "reason": "other"},
+        ),
+        (api, "refunds", {"amount": 100, "reason": "sorry"}),
+    ]:
+        problem = assert_problem(await who.post(f"/orders/{order_id}/{path}", json=body), 400)
+        assert problem["type"].endswith("/idempotency-key-required")
+        assert "Idempotency-Key" in problem["detail"]
+    view = (await api.get(f"/orders/{order_id}")).json()
+    assert view["returns"] == [] and view["refunds"] == []
+
+
+async def test_a_key_reused_for_another_refund_is_409_and_refunds_once(
+    api: httpx.AsyncClient, e2e_stack: E2EStack, webhook_secret: str
+) -> None:
+    order_id = (await deliver(api, webhook_secret))["order_id"]
+    url = f"/orders/{order_id}/refunds"
+    key = keyed()
+    first = await api.post(url, json={"amount": 300, "reason": "late"}, headers=key)
+    assert first.status_code == 201, first.text
+    changed = await api.post(url, json={"amount": 900, "reason": "late"}, headers=key)
+    problem = assert_problem(changed, 409)
+    assert problem["type"].endswith("/idempotency-key-reused")
+    # The same key on another endpoint is another request too.
+    elsewhere = await api.post(
+        f"/orders/{order_id}/inquiries", json={"message": "late?"}, headers=key
+    )
+    assert assert_problem(elsewhere, 409)["type"].endswith("/idempotency-key-reused")
+    replay = await api.post(url, json={"amount": 300, "reason": "late"}, headers=key)
+    assert replay.status_code == 201
+    assert replay.json() == first.json()
+    assert replay.headers["idempotent-replayed"] == "true"
+    view = (await api.get(f"/orders/{order_id}")).json()
+    assert_ledger(e2e_stack, view, [300])
+
+
+async def test_return_lines_adding_up_past_the_bound_are_refused_not_500(
+    api: httpx.AsyncClient, webhook_secret: str
+) -> None:
+    order_id = (await deliver(api, webhook_secret))["order_id"]
+    over = assert_problem(
+        await post_return(api, order_id, [("BOOK-DUNE", 999), ("BOOK-DUNE", 2)]), 409
+    )
+    assert over["type"].endswith("/return-refused")
+    assert "BOOK-DUNE" in over["detail"] and "1001" in over["detail"]
+    unknown = assert_problem(
+        await post_return(api, order_id, [("BOOK-NOPE", 600), ("BOOK-NOPE", 600)]), 409
+    )
+    assert unknown["type"].endswith("/return-refused")
+    assert "BOOK-NOPE" in unknown["detail"]
 
 
 # ---- inquiries and feedback ------------------------------------------------------------------

@@ -123,7 +123,7 @@ async def test_temporal_down_is_503_and_a_retry_later_goes_through(
     assert down.headers["retry-after"] == "5"
     # The key was claimed before the start failed: the client's retry starts that very order.
     with Session(e2e_stack.engine) as session:
-        claimed = session.get(IdempotencyKey, key)
+        claimed = session.get(IdempotencyKey, ("dev-operator", key))
     assert claimed is not None
     retried = await api.post("/orders", json=order_body(), headers={"Idempotency-Key": key})
     assert retried.status_code == 202

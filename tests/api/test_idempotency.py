@@ -1,17 +1,24 @@
-"""`Idempotency-Key` on POST /orders: one key, one order, one charge; a new body needs a new key."""
+"""`Idempotency-Key` on POST /orders: one key, one order, one charge; a new body needs a new key.
+
+Keys are per owner and expire: the table is purged by the API (api.idempotency).
+"""
 
 import asyncio
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 import httpx
 import pytest
 from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
+from temporalio.client import Client
 
-from api.idempotency import KEY_TTL, KeyReused, claim
+from api.idempotency import KeyReused, claim, fingerprint, purge
+from api.main import create_app
 from models.tables import IdempotencyKey, OrderRecord, PaymentTransaction
+from settings import DEV_API_KEYS, Settings
 from tests.api.conftest import assert_problem, follow, has_status, order_body
 from tests.conftest import E2EStack, eventually
 
@@ -156,19 +163,68 @@ async def test_a_malformed_key_is_422(api: httpx.AsyncClient, key: str) -> None:
     assert problem["errors"][0]["field"] == "Idempotency-Key"
 
 
+TTL = timedelta(days=1)  # IDEMPOTENCY_KEY_TTL's default
+
+
 def test_keys_are_kept_for_a_day_then_may_start_afresh(sqlite_engine: Engine) -> None:
     placed = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-    assert timedelta(hours=24) <= KEY_TTL
-    first = claim(sqlite_engine, "k1", "body-a", "ord_a", now=placed)
+    first = claim(sqlite_engine, "shop", "k1", "body-a", "ord_a", TTL, now=placed)
     assert (first.order_id, first.replayed) == ("ord_a", False)
 
-    almost_a_day = placed + KEY_TTL - timedelta(seconds=1)
-    assert claim(sqlite_engine, "k1", "body-a", "ord_b", now=almost_a_day).order_id == "ord_a"
+    almost_a_day = placed + TTL - timedelta(seconds=1)
+    assert claim(sqlite_engine, "shop", "k1", "body-a", "ord_b", TTL, almost_a_day).replayed
     with pytest.raises(KeyReused):
-        claim(sqlite_engine, "k1", "body-b", "ord_b", now=almost_a_day)
+        claim(sqlite_engine, "shop", "k1", "body-b", "ord_b", TTL, now=almost_a_day)
 
-    after = placed + KEY_TTL + timedelta(seconds=1)
-    fresh = claim(sqlite_engine, "k1", "body-b", "ord_c", now=after)
+    after = placed + TTL + timedelta(seconds=1)
+    fresh = claim(sqlite_engine, "shop", "k1", "body-b", "ord_c", TTL, now=after)
     assert (fresh.order_id, fresh.replayed) == ("ord_c", False)
     with Session(sqlite_engine) as session:
         assert session.exec(select(col(IdempotencyKey.order_id))).all() == ["ord_c"]
+
+
+def test_keys_are_each_owners_own(sqlite_engine: Engine) -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    mine = claim(sqlite_engine, "client-a", "k", "body", "ord_a", TTL, now=now)
+    theirs = claim(sqlite_engine, "client-b", "k", "body", "ord_b", TTL, now=now)
+    assert (mine.order_id, mine.replayed, theirs.order_id, theirs.replayed) == (
+        "ord_a",
+        False,
+        "ord_b",
+        False,
+    )
+
+
+def test_expired_keys_are_purged(engine: Engine) -> None:
+    now = datetime(2026, 1, 2, 12, 0, tzinfo=UTC)
+    claim(engine, "shop", "old", "body", "ord_old", TTL, now=now - TTL - timedelta(minutes=1))
+    claim(engine, "shop", "new", "body", "ord_new", TTL, now=now - TTL + timedelta(minutes=1))
+    assert purge(engine, TTL, now=now) == 1
+    with Session(engine) as session:
+        assert session.exec(select(col(IdempotencyKey.key))).all() == ["new"]
+
+
+def test_a_fingerprint_covers_the_operation_and_the_body() -> None:
+    from models.orders import CancelRequest
+
+    body = CancelRequest(reason="x")
+    assert fingerprint("POST /orders/a/cancel", body) == fingerprint("POST /orders/a/cancel", body)
+    assert fingerprint("POST /orders/a/cancel", body) != fingerprint("POST /orders/b/cancel", body)
+    assert fingerprint("POST /orders/a/cancel", body) != fingerprint(
+        "POST /orders/a/cancel", CancelRequest(reason="y")
+    )
+
+
+async def test_the_api_purges_expired_keys_when_it_starts(sqlite_engine: Engine) -> None:
+    now = datetime.now(UTC)
+    claim(sqlite_engine, "shop", "stale", "body", "ord_old", TTL, now=now - TTL * 2)
+    claim(sqlite_engine, "shop", "fresh", "body", "ord_new", TTL, now=now)
+    settings = Settings(_env_file=None, api_keys=DEV_API_KEYS, idempotency_key_ttl=TTL)
+    app = create_app(settings, temporal_client=cast(Client, object()), engine=sqlite_engine)
+
+    async def keys() -> list[str]:
+        with Session(sqlite_engine) as session:
+            return list(session.exec(select(col(IdempotencyKey.key))))
+
+    async with app.router.lifespan_context(app):
+        assert await eventually(keys, lambda found: found == ["fresh"], within=5)

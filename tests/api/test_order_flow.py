@@ -95,7 +95,9 @@ async def test_event_for_a_closed_order_is_recorded_and_acknowledged(
     # Still answered from the read model, unchanged by the late event.
     assert (await api.get(f"/orders/{order_id}")).json()["status"] == "delivery_failed"
     with Session(e2e_stack.engine) as session:
-        receipt = session.get(CarrierWebhookReceipt, late["event_id"])
+        receipt = session.get(
+            CarrierWebhookReceipt, ("simulated-carrier", late["tracking_number"], late["event_id"])
+        )
         recorded = session.exec(
             select(ShipmentEvent).where(ShipmentEvent.event_id == late["event_id"])
         ).first()

@@ -10,7 +10,15 @@ from fastapi import FastAPI
 
 from api.main import create_app
 from api.signatures import sign
-from tests.api.conftest import assert_problem, carrier_event, orphan_shipment, post_event
+from tests.api.conftest import (
+    assert_problem,
+    carrier_event,
+    follow,
+    has_status,
+    orphan_shipment,
+    place,
+    post_event,
+)
 from tests.conftest import E2EStack
 
 
@@ -136,8 +144,20 @@ async def test_unknown_tracking_number_is_404(api: httpx.AsyncClient, webhook_se
         ({"occurred_at": "yesterday"}, "occurred_at"),
         ({"event_id": ""}, "event_id"),
         ({"tracking_number": None}, "tracking_number"),
+        # A naive time cannot be ordered beside the carrier's other events (it froze orders).
+        ({"occurred_at": "2026-11-26T10:00:00"}, "occurred_at"),
+        ({"event_id": "evt\u0000nul"}, "event_id"),
+        ({"description": "Left at\u001b[31m the door"}, "description"),
     ],
-    ids=["unknown status", "bad time", "empty event id", "null tracking number"],
+    ids=[
+        "unknown status",
+        "bad time",
+        "empty event id",
+        "null tracking number",
+        "naive time",
+        "NUL in the id",
+        "escape in the description",
+    ],
 )
 async def test_a_malformed_event_is_422(
     api: httpx.AsyncClient,
@@ -165,3 +185,22 @@ async def test_an_oversized_body_is_413(api: httpx.AsyncClient, webhook_secret: 
 async def test_the_signature_is_checked_before_anything_else(api: httpx.AsyncClient) -> None:
     # Unsigned garbage for an unknown parcel says nothing about parcels or formats.
     assert_problem(await post_event(api, b"{", None), 401)
+
+
+async def test_the_same_event_id_on_two_parcels_moves_both(
+    client_api: httpx.AsyncClient, webhook_secret: str
+) -> None:
+    """Event ids are the carrier's per parcel: one already seen on parcel A is news for B."""
+    orders = [(await place(client_api))["order_id"] for _ in range(2)]
+    trackings = [
+        (await follow(client_api, order_id, has_status("shipped")))["shipments"][0][
+            "tracking_number"
+        ]
+        for order_id in orders
+    ]
+    for tracking in trackings:
+        event = carrier_event(tracking, "delivered", event_id="evt_shared_by_parcels")
+        response = await post_event(client_api, event, webhook_secret)
+        assert response.json()["outcome"] == "signalled", response.text
+    for order_id in orders:
+        await follow(client_api, order_id, has_status("delivered"))
