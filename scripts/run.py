@@ -1,8 +1,10 @@
 """`make run`: the whole of ordermill on one machine, supervised.
 
 Starts the Temporal dev server (history kept in $DATA_DIR/temporal.db, so orders survive a
-restart) unless TEMPORAL_ADDRESS names a server to use instead, creates and seeds the database,
-then runs the worker and the API and restarts either one if it crashes. With ENCRYPTION_KEY set,
+restart) unless TEMPORAL_ADDRESS names a server to use instead, brings the database to the
+latest migration and seeds it (`python database.py`, once per start: the worker and the API
+refuse a database that is not at head), then runs the worker and the API and restarts either
+one if it crashes. With ENCRYPTION_KEY set,
 the dev server's UI decodes payloads through the API's codec server (/codec). The banner shows
 the development API keys when API_KEYS is unset. Ctrl-C or SIGTERM stops
 everything and exits 0.
@@ -39,7 +41,7 @@ from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest  # noq
 from temporalio.client import Client  # noqa: E402
 
 from encryption import codec_from_settings  # noqa: E402
-from models.wire import SEARCH_ATTRIBUTES  # noqa: E402
+from models.wire import SEARCH_ATTRIBUTES, search_attribute_type  # noqa: E402
 from settings import DEV_API_KEY_ENTRIES, Settings  # noqa: E402
 from temporal_client import connect_temporal  # noqa: E402
 
@@ -268,11 +270,12 @@ async def warn_on_missing_search_attributes(client: Client) -> None:
         )
     except Exception:  # e.g. an API key without operator rights: nothing we can check
         return
-    missing = [key.name for key in SEARCH_ATTRIBUTES if key.name not in response.custom_attributes]
+    missing = [key for key in SEARCH_ATTRIBUTES if key.name not in response.custom_attributes]
     if missing:
-        flags = " ".join(f"--name {name} --type Keyword" for name in missing)
+        flags = " ".join(f"--name {k.name} --type {search_attribute_type(k)}" for k in missing)
         log(
-            f"warning: search attribute(s) {', '.join(missing)} are not registered in namespace "
+            f"warning: search attribute(s) {', '.join(k.name for k in missing)} "
+            "are not registered in namespace "
             f"{client.namespace}; orders cannot start until they are: "
             f"temporal operator search-attribute create --namespace {client.namespace} {flags}"
         )
@@ -458,7 +461,10 @@ class Supervisor:
                     temporal_cli(),
                     *("server", "start-dev", "--db-filename", str(s.data_dir / "temporal.db")),
                     *("--port", str(s.temporal_port), "--ui-port", str(s.temporal_ui_port)),
-                    *(f"--search-attribute={key.name}=Keyword" for key in SEARCH_ATTRIBUTES),
+                    *(
+                        f"--search-attribute={key.name}={search_attribute_type(key)}"
+                        for key in SEARCH_ATTRIBUTES
+                    ),
                     *("--log-level", "error"),
                     # The UI decodes encrypted payloads through our codec server.
                     *(("--ui-codec-endpoint", codec_endpoint(s)) if s.encryption_key else ()),
@@ -484,7 +490,7 @@ class Supervisor:
         await db.start()
         if code := await db.wait():
             raise Fatal(f"`python database.py` failed with exit code {code}: see its log above")
-        log(f"database ready ({redact(s.effective_database_url)})")
+        log(f"database at the latest migration ({redact(s.effective_database_url)})")
 
         worker = self.child("worker", [sys.executable, "worker.py"])
         api = self.child(

@@ -1,10 +1,13 @@
-"""docker-compose.yml stays valid and keeps the shape the README promises.
+"""docker-compose.yml stays valid, fails closed and keeps the shape the README promises.
 
 `docker-compose config` runs when the command is installed (it needs no Docker engine); the
 structure is checked from the YAML everywhere, so CI without docker-compose still catches a
-worker that could no longer be scaled or a service that went missing.
+worker that could no longer be scaled, a port published to the world, a password written in
+the file or a service that went missing.
 """
 
+import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,6 +15,9 @@ from typing import Any
 
 import pytest
 import yaml
+from temporalio.api.enums.v1 import IndexedValueType
+
+from models.wire import SEARCH_ATTRIBUTES
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -36,18 +42,36 @@ def services() -> dict[str, Any]:
     return dict(document["services"])
 
 
-def test_docker_compose_accepts_the_file() -> None:
+DEVELOPMENT_ENV = ROOT / "deploy" / "development.env"
+
+
+def compose_config(*env_file: Path) -> subprocess.CompletedProcess[str]:
     command = compose_command()
     if command is None:
         pytest.skip("docker-compose is not installed: `docker-compose config` not run")
-    result = subprocess.run(
-        [*command, "--file", str(COMPOSE_FILE), "config", "--quiet"],
+    files = [arg for path in env_file for arg in ("--env-file", str(path))]
+    return subprocess.run(
+        [*command, "--file", str(COMPOSE_FILE), *files, "config", "--quiet"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
+        # Nothing of the developer's shell: only what the files give.
+        env={"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/")},
     )
+
+
+def test_docker_compose_accepts_the_file_with_the_development_env() -> None:
+    result = compose_config(DEVELOPMENT_ENV)
     assert result.returncode == 0, result.stderr
+
+
+def test_docker_compose_refuses_to_run_without_the_database_passwords(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    result = compose_config(empty)
+    assert result.returncode != 0
+    assert "PASSWORD" in result.stderr
 
 
 def test_runs_temporal_ordermill_and_mail(services: dict[str, Any]) -> None:
@@ -62,6 +86,7 @@ def test_runs_temporal_ordermill_and_mail(services: dict[str, Any]) -> None:
         "worker",
         "mailpit",
     } <= services.keys()
+    # The one-shot job brings the database to the latest migration, before the app starts.
     assert services["db-init"]["command"] == ["python", "database.py"]
     assert services["api"]["build"] == services["worker"]["build"] == "."
 
@@ -81,6 +106,52 @@ def test_app_waits_for_its_one_shot_setup(services: dict[str, Any]) -> None:
             assert depends_on[setup]["condition"] == "service_completed_successfully", name
 
 
-def test_search_attributes_are_registered_by_temporal_init() -> None:
+# ---- it fails closed -------------------------------------------------------------------------
+
+
+def test_production_is_the_default(services: dict[str, Any]) -> None:
+    for name in ("api", "worker", "db-init"):
+        assert services[name]["environment"]["APP_ENV"] == "${APP_ENV:-production}", name
+    development = DEVELOPMENT_ENV.read_text()
+    assert "APP_ENV=development" in development.splitlines()
+
+
+def test_every_published_port_listens_on_loopback_unless_told(services: dict[str, Any]) -> None:
+    published = {name: s["ports"] for name, s in services.items() if "ports" in s}
+    assert set(published) == {"api", "temporal-ui", "mailpit"}
+    for name, ports in published.items():
+        for port in ports:
+            pattern = r"\$\{[A-Z_]+_BIND:-127\.0\.0\.1\}:\$\{[A-Z_]+_PORT:-\d+\}:\d+"
+            assert re.fullmatch(pattern, str(port)), (name, port)
+
+
+def test_the_temporal_frontend_is_only_on_the_compose_network(services: dict[str, Any]) -> None:
+    assert "ports" not in services["temporal"]
+    ui = services["temporal-ui"]["environment"]
+    assert ui["TEMPORAL_DISABLE_WRITE_ACTIONS"] == "${TEMPORAL_UI_DISABLE_WRITE_ACTIONS:-true}"
+
+
+def test_no_password_or_key_is_written_in_it(services: dict[str, Any]) -> None:
+    text = COMPOSE_FILE.read_text()
+    for secret in ("omk_dev_", "whsec_dev", "dlsec_dev", "ordermill:ordermill@", "PWD: temporal"):
+        assert secret not in text
+    for name, variable in (
+        ("db", "POSTGRES_PASSWORD"),
+        ("temporal-db", "POSTGRES_PASSWORD"),
+        ("temporal", "POSTGRES_PWD"),
+    ):
+        value = services[name]["environment"][variable]
+        assert re.fullmatch(r"\$\{[A-Z_]+_PASSWORD:\?[^}]*\}", value), (name, value)
+    url = services["api"]["environment"]["DATABASE_URL"]
+    assert "${ORDERMILL_DB_PASSWORD:?" in url
+
+
+def test_every_search_attribute_is_registered_by_temporal_init() -> None:
     script = (ROOT / "deploy/temporal/setup-namespace.sh").read_text()
-    assert "for name in OrderStatus CustomerId" in script
+    for key in SEARCH_ATTRIBUTES:
+        kind = (
+            "KeywordList"
+            if key.indexed_value_type == IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD_LIST
+            else "Keyword"
+        )
+        assert f"{key.name}:{kind}" in script, key.name

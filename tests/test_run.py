@@ -156,6 +156,9 @@ async def test_runs_restarts_stops_cleanly_and_keeps_orders(tmp_path: Path) -> N
     try:
         await run.printed("Ctrl-C stops everything.")
         assert f"{api}/docs" in run.output
+        # The database was brought to the latest migration before the worker and API started.
+        assert "database: at migration" in run.output
+        assert "database at the latest migration" in run.output
         ui = f"http://localhost:{env['TEMPORAL_UI_PORT']}/namespaces/default/workflows?query="
         assert ui in run.output
         curl = next(line for line in run.lines if line.startswith("curl -sS -X POST"))

@@ -22,14 +22,17 @@ if ! temporal operator namespace describe --namespace "$TEMPORAL_NAMESPACE" >/de
     retry temporal operator namespace create --namespace "$TEMPORAL_NAMESPACE" --retention 7d
 fi
 
-for name in OrderStatus CustomerId; do
+# name:type of each search attribute models/wire.py declares (tests/test_compose.py checks).
+for attribute in OrderStatus:Keyword CustomerId:Keyword OrderHolds:KeywordList; do
+    name=${attribute%%:*}
+    type=${attribute#*:}
     if temporal operator search-attribute list --namespace "$TEMPORAL_NAMESPACE" \
         | grep -qw "$name"; then
         echo "init: search attribute $name exists"
     else
-        echo "init: registering search attribute $name (Keyword)"
+        echo "init: registering search attribute $name ($type)"
         retry temporal operator search-attribute create --namespace "$TEMPORAL_NAMESPACE" \
-            --name "$name" --type Keyword
+            --name "$name" --type "$type"
     fi
 done
 echo "init: namespace $TEMPORAL_NAMESPACE ready"
