@@ -81,13 +81,16 @@ DECLINING_TOKENS = {
 }
 FLAKY_TOKEN = "tok_gatewayFlaky"
 FLAKY_FAILURES = 2
+# Authorizes, then every capture is declined: the order waits in a `capture_declined` hold.
+CAPTURE_DECLINING_TOKEN = "tok_captureDeclined"
 
 
 class SimulatedCardProcessor:
     """A card processor kept in the payment ledger table.
 
     `tok_gatewayFlaky` fails its first two attempts per idempotency key (counted in memory,
-    like a processor's transient outage), then approves. Any other `tok_...` approves.
+    like a processor's transient outage), then approves; `tok_captureDeclined` approves the
+    authorization and declines its captures. Any other `tok_...` approves.
 
     Captures, voids and refunds of one authorization are serialised on its ledger row (a row
     lock on PostgreSQL; SQLite's `BEGIN IMMEDIATE` serialises every writer), so two calls with
@@ -154,6 +157,8 @@ class SimulatedCardProcessor:
                 raise PaymentDeclined("amount_invalid", f"cannot capture {amount}")
             if _total(session, authorization_id, "void"):
                 raise PaymentDeclined("authorization_closed", f"{authorization_id} was voided")
+            if auth.token == CAPTURE_DECLINING_TOKEN:
+                raise PaymentDeclined("capture_declined", "the issuer declined the capture")
             captured = _total(session, authorization_id, "capture")
             if captured + amount > auth.amount:
                 raise PaymentDeclined(

@@ -29,6 +29,7 @@ from api.routes import (
     customers,
     downloads,
     health,
+    holds,
     orders,
     products,
     webhooks,
@@ -67,6 +68,7 @@ def routers() -> list[tuple[APIRouter, list[Any]]]:
     return [
         (orders.router, _KEYED_ORDERS),
         (customer_service.router, _KEYED_ORDERS),
+        (holds.router, _KEYED_ORDERS),  # operators only: see api.routes.holds
         (products.router, _KEYED),
         (customers.router, _KEYED),
         (codec.router, []),  # operator key or codec session: see api.routes.codec

@@ -19,6 +19,7 @@ from models.orders import (
     OrderItem,
     OrderStatus,
     PaymentMethod,
+    ShortText,
     Text,
 )
 
@@ -305,3 +306,30 @@ REFUND_EXAMPLES = {
     },
 }
 
+
+class HoldRelease(BaseModel):
+    """An operator releases a hold: the step it stopped runs again."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: ShortText | None = Field(default=None, description="Why, for the order's history")
+
+
+class HoldRejection(BaseModel):
+    """An operator rejects a hold: the step is given up, as the order's stage allows."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Text = Field(description="Why; it goes on the order's timeline")
+
+
+HOLD_RELEASE_EXAMPLES = {
+    "again": {"summary": "Try the step again", "value": {"reason": "the processor is back"}},
+    "empty": {"summary": "No reason given", "value": {}},
+}
+HOLD_REJECTION_EXAMPLES = {
+    "written_off": {
+        "summary": "Give a declined capture up",
+        "value": {"reason": "card closed; written off"},
+    },
+}

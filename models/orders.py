@@ -423,9 +423,9 @@ class HoldView(BaseModel):
 class HoldDecision(BaseModel):
     """An operator's decision on one hold (the Update `resolve_hold`)."""
 
-    hold_id: str
+    hold_id: Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,40}(-[0-9]{1,4})?$")]
     resolution: HoldResolution
-    reason: str | None = None
+    reason: ShortText | None = None
 
 
 class OrderView(BaseModel):

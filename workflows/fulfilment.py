@@ -153,7 +153,7 @@ class Fulfilment:
 
     async def _give_up(self, parcel: Parcel, rejected: HoldRejected) -> None:
         """An operator gave up a parcel before it reached the carrier."""
-        reason = f"{rejected.hold.hold_id} rejected: {rejected.hold.reason}"
+        reason = rejected.reason
         if self.handed_over == 0:  # nothing has left: the whole order is cancelled
             self.cancel(CancelRequest(reason=reason))
             return

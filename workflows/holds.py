@@ -20,6 +20,7 @@ from models.orders import (
     HoldResolution,
     HoldView,
     OrderStatus,
+    OrderView,
 )
 from models.wire import ORDER_HOLDS
 from workflows.journal import Journal
@@ -32,7 +33,9 @@ class HoldRejected(Exception):
     """The operator gave the step up; the caller does what its stage allows instead."""
 
     def __init__(self, hold: HoldView) -> None:
-        super().__init__(f"{hold.hold_id} rejected: {hold.reason}")
+        # One line within a cancel's bound: it becomes the order's cancel reason.
+        self.reason = f"{hold.hold_id} rejected: {hold.reason}"[:200]
+        super().__init__(self.reason)
         self.hold = hold
 
 
@@ -46,6 +49,7 @@ class Holds:
         self._journal = journal
         self._handed_over = handed_over  # after the first hand-over a hold stops nothing
         self._resume: OrderStatus | None = None  # the status a stopped order returns to
+        self._recorded: set[str] = set()  # holds whose decision is in the read model
         journal.hold_for = self.place
 
     @property
@@ -125,6 +129,7 @@ class Holds:
             )
         else:
             await self._journal.note(event, detail, summary=summary, guarded=False)
+        self._recorded.add(hold.hold_id)
         return hold
 
     def validate(self, decision: HoldDecision) -> None:
@@ -144,17 +149,18 @@ class Holds:
             )
         if decision.resolution is HoldResolution.REJECTED and not (decision.reason or "").strip():
             raise ApplicationError(
-                "rejecting a hold needs a reason", type="ReasonRequired", non_retryable=True
+                "rejecting a hold needs a reason", type="HoldRefused", non_retryable=True
             )
 
-    async def decide(self, decision: HoldDecision) -> HoldView:
-        """Apply the decision; answers once the order has taken it up."""
+    async def decide(self, decision: HoldDecision) -> OrderView:
+        """Apply the decision; answers with the order once the decision is in its read model,
+        so a client that reads the order next sees it."""
         hold = self._find(decision.hold_id)
         assert hold is not None  # the validator checked
         hold.resolution = decision.resolution
         hold.reason = decision.reason
-        await workflow.wait_condition(lambda: hold.resolved_at is not None)
-        return hold
+        await workflow.wait_condition(lambda: hold.hold_id in self._recorded)
+        return self._journal.view
 
     def _find(self, hold_id: str) -> HoldView | None:
         return next((h for h in self._journal.view.holds if h.hold_id == hold_id), None)

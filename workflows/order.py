@@ -33,7 +33,6 @@ with workflow.unsafe.imports_passed_through():
         GoodwillRefundRequest,
         HoldDecision,
         HoldResolution,
-        HoldView,
         InquiryRequest,
         InquiryView,
         OrderStatus,
@@ -107,7 +106,7 @@ class OrderWorkflow:
             except HoldRejected as rejected:
                 # Every step after the first hand-over gives itself up in place; one before it
                 # means the order cannot go on: it is cancelled, as a customer's cancel would.
-                await self._cancel(f"{rejected.hold.hold_id} rejected: {rejected.hold.reason}")
+                await self._cancel(rejected.reason)
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._view
 
@@ -317,7 +316,7 @@ class OrderWorkflow:
         self._service.validate_ask(request)
 
     @workflow.update(name=UPDATE_RESOLVE_HOLD)
-    async def resolve_hold(self, decision: HoldDecision) -> HoldView:
+    async def resolve_hold(self, decision: HoldDecision) -> OrderView:
         """An operator's decision on a hold: released, the step runs again; rejected, it is
         given up as the order's stage allows."""
         return await self._holds.decide(decision)

@@ -103,13 +103,15 @@ class OrderUnderTest:
     async def resolve(
         self, hold_id: str, resolution: HoldResolution, reason: str | None = None
     ) -> HoldView:
-        """An operator's decision on a hold, by the Update's wire name as the API sends it."""
+        """An operator's decision on a hold, by the Update's wire name as the API sends it;
+        the decided hold, from the order the Update answers with."""
         async with asyncio.timeout(UPDATE_DEADLINE):
-            return await self.handle.execute_update(
+            decided = await self.handle.execute_update(
                 UPDATE_RESOLVE_HOLD,
                 HoldDecision(hold_id=hold_id, resolution=resolution, reason=reason),
-                result_type=HoldView,
+                result_type=OrderView,
             )
+        return next(h for h in decided.holds if h.hold_id == hold_id)
 
     async def hold(self, hold_id: str, *, skip: timedelta | None = None) -> OrderView:
         """Poll until the hold `hold_id` is open; with `skip`, jump time between polls (retry
