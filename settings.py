@@ -121,6 +121,11 @@ class Settings(BaseSettings):
     carrier_webhook_secret: str | None = Field(default=None, repr=False)
     carrier_webhook_secrets: str | None = Field(default=None, repr=False)
     download_link_secret: str | None = Field(default=None, repr=False)
+    download_link_ttl: Duration = Field(
+        default=timedelta(days=30),
+        gt=timedelta(0),
+        description="How long a download link works, from the digital delivery it was sent for",
+    )
 
     encryption_key: str | None = Field(
         default=None, description="base64 of 32 bytes; encrypts every Temporal payload", repr=False

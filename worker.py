@@ -63,7 +63,9 @@ def build_activities(settings: Settings, engine: Engine) -> list[Callable[..., A
     mailer = Mailer(
         build_notifier(settings),
         sender=settings.mail_from,
-        links=DownloadLinks(settings.public_base_url, settings.download_secret),
+        links=DownloadLinks(
+            settings.public_base_url, settings.download_secret, ttl=settings.download_link_ttl
+        ),
         support_mailbox=settings.support_email,
     )
     notifications = NotificationActivities(mailer, engine, support_mailbox=settings.support_email)

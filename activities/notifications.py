@@ -11,6 +11,7 @@ import hashlib
 import os
 import smtplib
 import tempfile
+from datetime import datetime
 from email.message import EmailMessage
 from email.utils import formatdate
 from pathlib import Path
@@ -24,7 +25,13 @@ from temporalio import activity
 from activities.downloads import DownloadLinks
 from activities.email_templates import render, render_support_inquiry
 from database import read_only
-from models.activities import EmailKind, EmailReceipt, OrderEmail, SupportInquiryInput
+from models.activities import (
+    DIGITAL_DELIVERY_EVENT,
+    EmailKind,
+    EmailReceipt,
+    OrderEmail,
+    SupportInquiryInput,
+)
 from models.orders import OrderView
 from models.tables import SentEmail, utcnow
 
@@ -91,11 +98,14 @@ class Mailer:
 
     def order_email(self, email: OrderEmail, order: OrderView) -> EmailMessage:
         """The customer's email about `order` as this snapshot of it stands."""
-        links = (
-            [self._links.url(order.order_id, line.sku) for line in order.lines if line.digital]
-            if email.kind is EmailKind.DIGITAL_DELIVERY
-            else []
-        )
+        links = []
+        if email.kind is EmailKind.DIGITAL_DELIVERY:
+            issued_at = downloads_sent_at(order)
+            links = [
+                self._links.url(order.order_id, line.sku, issued_at=issued_at)
+                for line in order.lines
+                if line.digital
+            ]
         subject, body = render(
             email.kind, email.customer_name, order, links, reference=email.reference
         )
@@ -135,6 +145,19 @@ class Mailer:
 
     def send(self, message: EmailMessage) -> None:
         self._notifier.send(message)
+
+
+def downloads_sent_at(order: OrderView) -> datetime:
+    """When the order's download links were issued: where their expiry counts from.
+
+    The moment the workflow noted the delivery, which every attempt at this email carries the
+    same, so a re-sent email has the same links. Not the wall clock at send time, nor
+    `updated_at`, which moves on when a held record is retried after the hold's own changes.
+    """
+    for entry in reversed(order.timeline):
+        if entry.event == DIGITAL_DELIVERY_EVENT:
+            return entry.at
+    return order.updated_at
 
 
 def sent_email_row(message: EmailMessage) -> SentEmail:

@@ -136,6 +136,10 @@ class BookedShipment(BaseModel):
     tracking_number: str
 
 
+# The timeline event of an order's digital delivery: its download links' expiry counts from it.
+DIGITAL_DELIVERY_EVENT = "digital_delivery_sent"
+
+
 class EmailKind(StrEnum):
     CONFIRMATION = "confirmation"
     DIGITAL_DELIVERY = "digital_delivery"

@@ -13,7 +13,14 @@ from collections.abc import Callable
 from temporalio import workflow
 
 from activities.inventory import InventoryActivities
-from models.activities import EmailKind, OrderRef, Reservation, RestockInput, StockAllocation
+from models.activities import (
+    DIGITAL_DELIVERY_EVENT,
+    EmailKind,
+    OrderRef,
+    Reservation,
+    RestockInput,
+    StockAllocation,
+)
 from models.orders import (
     Address,
     CancelRequest,
@@ -176,7 +183,7 @@ class Fulfilment:
     async def _send_downloads(self) -> None:
         skus = [line.sku for line in self._view.lines if line.digital]
         await self._journal.note(
-            "digital_delivery_sent",
+            DIGITAL_DELIVERY_EVENT,
             ", ".join(skus),
             summary="Sent download links for " + ", ".join(skus),
             email=EmailKind.DIGITAL_DELIVERY,

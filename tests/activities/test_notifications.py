@@ -6,7 +6,9 @@ from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
+import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select, update
 from temporalio.testing import ActivityEnvironment
@@ -20,7 +22,7 @@ from activities.notifications import (
     send_recorded,
     sent_email_row,
 )
-from models.activities import EmailKind, OrderEmail, SupportInquiryInput
+from models.activities import DIGITAL_DELIVERY_EVENT, EmailKind, OrderEmail, SupportInquiryInput
 from models.orders import (
     CarrierStatus,
     DeliveryOption,
@@ -37,11 +39,13 @@ from models.orders import (
     ReturnView,
     ShipmentLine,
     ShipmentView,
+    TimelineEntry,
     order_totals,
 )
 from models.tables import SentEmail
 
-LINKS = DownloadLinks("https://shop.example", "test-secret")
+TTL = timedelta(days=30)
+LINKS = DownloadLinks("https://shop.example", "test-secret", ttl=TTL)
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
 
@@ -191,7 +195,7 @@ def test_the_digital_delivery_email_links_only_the_digital_lines() -> None:
         email(EmailKind.DIGITAL_DELIVERY), order_view()
     )
     body = message.get_content()
-    assert LINKS.url("o-1", "EBOOK-DUNE") in body
+    assert LINKS.url("o-1", "EBOOK-DUNE", issued_at=NOW) in body
     assert body.count("/downloads/") == 1  # no link for the paperbacks
     assert (message["X-Ordermill-Order"], message["X-Ordermill-Kind"]) == (
         "o-1",
@@ -261,8 +265,59 @@ def test_the_outbox_holds_one_file_when_a_send_is_retried_after_a_crash(
         assert [row.kind for row in session.exec(select(SentEmail))] == ["digital_delivery"]
 
 
-def test_download_links_are_signed_per_order_and_sku() -> None:
-    url = LINKS.url("o-1", "EBOOK-DUNE")
+def test_download_links_are_signed_per_order_sku_and_expiry() -> None:
+    url = LINKS.url("o-1", "EBOOK-DUNE", issued_at=NOW)
     assert url.startswith("https://shop.example/downloads/o-1/EBOOK-DUNE?sig=")
-    assert LINKS.url("o-2", "EBOOK-DUNE") != url
-    assert DownloadLinks("https://shop.example", "other-secret").url("o-1", "EBOOK-DUNE") != url
+    assert LINKS.url("o-2", "EBOOK-DUNE", issued_at=NOW) != url
+    assert LINKS.url("o-1", "EBOOK-DUNE", issued_at=NOW + timedelta(seconds=1)) != url
+    other = DownloadLinks("https://shop.example", "other-secret", ttl=TTL)
+    assert other.url("o-1", "EBOOK-DUNE", issued_at=NOW) != url
+
+
+def link_query(url: str) -> dict[str, str]:
+    return {name: values[0] for name, values in parse_qs(urlsplit(url).query).items()}
+
+
+def test_a_link_expires_its_ttl_after_it_was_issued_and_signs_the_expiry() -> None:
+    query = link_query(LINKS.url("o-1", "EBOOK-DUNE", issued_at=NOW))
+    expires = int(query["expires"])
+    assert expires == int((NOW + TTL).timestamp())
+    verifier = DownloadLinks("https://shop.example", "test-secret")  # the API's: no ttl
+    assert verifier.verify("o-1", "EBOOK-DUNE", expires, query["sig"])
+    assert not verifier.verify("o-1", "EBOOK-DUNE", expires + 1, query["sig"])
+    # A naive time is UTC, never the host's local time.
+    naive = LINKS.url("o-1", "EBOOK-DUNE", issued_at=NOW.replace(tzinfo=None))
+    assert link_query(naive)["expires"] == query["expires"]
+
+
+def test_only_links_given_a_positive_ttl_issue_links() -> None:
+    with pytest.raises(ValueError, match="only verify"):
+        DownloadLinks("https://shop.example", "test-secret").url("o-1", "EBOOK-DUNE", issued_at=NOW)
+    for ttl in (timedelta(0), timedelta(seconds=-1)):
+        with pytest.raises(ValueError, match="positive"):
+            DownloadLinks("https://shop.example", "test-secret", ttl=ttl)
+
+
+def delivered_order(*, later: timedelta = timedelta(0)) -> OrderView:
+    """The order whose downloads were sent at NOW, and which changed again `later`."""
+    order = order_view()
+    order.timeline = [
+        TimelineEntry(at=NOW, event=DIGITAL_DELIVERY_EVENT, status=OrderStatus.CONFIRMED),
+    ]
+    if later:
+        order.timeline.append(
+            TimelineEntry(at=NOW + later, event="hold_placed", status=OrderStatus.CONFIRMED)
+        )
+        order.updated_at = NOW + later
+    return order
+
+
+def test_every_attempt_at_the_delivery_email_carries_the_same_links() -> None:
+    compose = mailer(CountingNotifier()).order_email
+    first = compose(email(EmailKind.DIGITAL_DELIVERY), delivered_order())
+    again = compose(email(EmailKind.DIGITAL_DELIVERY), delivered_order())
+    # Recorded again after a hold: the order changed since, the delivery did not.
+    held = compose(email(EmailKind.DIGITAL_DELIVERY), delivered_order(later=timedelta(hours=5)))
+    assert first.get_content() == again.get_content() == held.get_content()
+    assert LINKS.url("o-1", "EBOOK-DUNE", issued_at=NOW) in first.get_content()
+    assert first["Message-ID"] == held["Message-ID"]

@@ -79,7 +79,7 @@ def read_model(engine: Engine, notifier: CountingNotifier | None = None) -> Read
     mailer = Mailer(
         notifier or CountingNotifier(),
         sender="orders@shop.example",
-        links=DownloadLinks("https://shop.example", "test-secret"),
+        links=DownloadLinks("https://shop.example", "test-secret", ttl=timedelta(days=30)),
         support_mailbox="support@shop.example",
     )
     return ReadModelActivities(engine, mailer)
@@ -369,7 +369,8 @@ def test_the_digital_delivery_email_lists_the_download_links(engine: Engine) -> 
     record(read_model(engine, notifier), request)
 
     body = notifier.sent[0].get_content()
-    assert DownloadLinks("https://shop.example", "test-secret").url("o-1", "EBOOK-DUNE") in body
+    links = DownloadLinks("https://shop.example", "test-secret", ttl=timedelta(days=30))
+    assert links.url("o-1", "EBOOK-DUNE", issued_at=request.order.updated_at) in body
     assert body.count("/downloads/") == 1  # none for the paperbacks
 
 
