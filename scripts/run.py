@@ -4,14 +4,17 @@ Starts the Temporal dev server (history kept in $DATA_DIR/temporal.db, so orders
 restart) unless TEMPORAL_ADDRESS names a server to use instead, brings the database to the
 latest migration and seeds it (`python database.py`, once per start: the worker and the API
 refuse a database that is not at head), then runs the worker and the API and restarts either
-one if it crashes. With ENCRYPTION_KEY set,
+one if it crashes. The dev server too, once it has answered: restarted on the same history file,
+orders carry on where they were, and the worker and the API reconnect by themselves. With
+ENCRYPTION_KEY set,
 the dev server's UI decodes payloads through the API's codec server (/codec). The banner shows
 the development API keys when API_KEYS is unset. Ctrl-C or SIGTERM stops
 everything and exits 0.
 
 Each child runs in a process group of its own: stopping a child stops whatever it spawned, and
 the terminal's Ctrl-C reaches only this supervisor, which stops the children in order (API and
-worker first, Temporal last) and escalates to SIGKILL after a grace period.
+worker first, Temporal last) and escalates to SIGKILL after a grace period: the worker's
+covers its own graceful shutdown, in which running activities finish.
 """
 
 import asyncio
@@ -46,6 +49,9 @@ from settings import DEV_API_KEY_ENTRIES, Settings  # noqa: E402
 from temporal_client import connect_temporal  # noqa: E402
 
 STOP_GRACE = 5.0  # seconds a child gets to exit after SIGTERM before it is killed
+# worker.py lets running activities finish for 10 s (graceful_shutdown_timeout) before it
+# cancels them; its grace covers that, and the cancelled activities' reports after it.
+WORKER_STOP_GRACE = 15.0
 TEMPORAL_STARTUP = 60.0
 API_STARTUP = 60.0
 # A child that dies sooner than this after starting "crashed fast"; after MAX_FAST_CRASHES of
@@ -113,10 +119,13 @@ def _die_with_parent() -> None:
 class Child:
     """One supervised process; its output is echoed line by line under its name."""
 
-    def __init__(self, name: str, argv: Sequence[str], env: dict[str, str]) -> None:
+    def __init__(
+        self, name: str, argv: Sequence[str], env: dict[str, str], grace: float = STOP_GRACE
+    ) -> None:
         self.name = name
         self.argv = list(argv)
         self.env = env
+        self.grace = grace
         self.proc: asyncio.subprocess.Process | None = None
         self.started_at = 0.0
         self._pump: asyncio.Task[None] | None = None
@@ -159,16 +168,16 @@ class Child:
             await asyncio.wait_for(asyncio.shield(self._pump), 2.0)
         return code
 
-    async def stop(self, grace: float = STOP_GRACE) -> None:
-        """SIGTERM to the child's process group, SIGKILL after `grace` seconds."""
+    async def stop(self) -> None:
+        """SIGTERM to the child's process group, SIGKILL after its grace period."""
         if self.proc is None:
             return
         if self.proc.returncode is None:
             self._signal_group(signal.SIGTERM)
             try:
-                await asyncio.wait_for(self.proc.wait(), grace)
+                await asyncio.wait_for(self.proc.wait(), self.grace)
             except TimeoutError:
-                log(f"{self.name} did not stop within {grace:.0f}s: killing it")
+                log(f"{self.name} did not stop within {self.grace:.0f}s: killing it")
         # Anything the child left in its group (it should leave nothing) goes too.
         self._signal_group(signal.SIGKILL)
         await self.wait()
@@ -427,8 +436,8 @@ class Supervisor:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def child(self, name: str, argv: Sequence[str]) -> Child:
-        child = Child(name, argv, self.env)
+    def child(self, name: str, argv: Sequence[str], grace: float = STOP_GRACE) -> Child:
+        child = Child(name, argv, self.env, grace)
         self.children.append(child)
         return child
 
@@ -478,11 +487,21 @@ class Supervisor:
             )
             log(f"starting the Temporal dev server on {s.temporal_address}")
             await server.start()
-            self.background(self._watch_fatal(server))
         else:
             log(f"using the Temporal server at {s.temporal_address} (TEMPORAL_ADDRESS)")
+        # A dev server that dies before it first answers is a problem to fix (its log says
+        # which): that stops everything. Once it has answered, it is restarted like the others.
         client = await wait_for_temporal(s, server)
         log(f"Temporal answers at {s.temporal_address}")
+        if server is not None:
+            history = s.data_dir / "temporal.db"
+            self.background(
+                self._keep_running(
+                    server,
+                    restarting=f"on the same history ({history}): orders carry on where they were",
+                    started=lambda: self._announce_temporal(server),
+                )
+            )
         if not self.own_temporal:
             await warn_on_missing_search_attributes(client)
 
@@ -492,7 +511,7 @@ class Supervisor:
             raise Fatal(f"`python database.py` failed with exit code {code}: see its log above")
         log(f"database at the latest migration ({redact(s.effective_database_url)})")
 
-        worker = self.child("worker", [sys.executable, "worker.py"])
+        worker = self.child("worker", [sys.executable, "worker.py"], WORKER_STOP_GRACE)
         api = self.child(
             "api",
             [
@@ -518,12 +537,23 @@ class Supervisor:
         with contextlib.suppress(BrokenPipeError):
             print(banner(s, own_temporal=self.own_temporal), flush=True)
 
-    async def _watch_fatal(self, child: Child) -> None:
-        code = await child.wait()
-        if not self.stopping.is_set():
-            self.fail(f"{child.name} {exit_description(code)}: see its log above; stopping")
+    async def _announce_temporal(self, server: Child) -> None:
+        """One line once a restarted dev server answers again."""
+        try:
+            await wait_for_temporal(self.settings, server)
+        except Fatal as err:
+            if server.running:  # else it died again, and _keep_running says so
+                log(f"warning: {err}")
+            return
+        log(f"Temporal answers again at {self.settings.temporal_address}")
 
-    async def _keep_running(self, child: Child) -> None:
+    async def _keep_running(
+        self,
+        child: Child,
+        *,
+        restarting: str = "",
+        started: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         restarts = Restarts()
         while True:
             code = await child.wait()
@@ -539,13 +569,15 @@ class Supervisor:
                 return
             log(
                 f"{child.name} {exit_description(code)} after {ran_for:.1f}s; "
-                f"restarting in {delay:.0f}s"
+                f"restarting in {delay:.0f}s" + (f" {restarting}" if restarting else "")
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), delay)
             if self.stopping.is_set():
                 return
             await child.start()
+            if started is not None:
+                self.background(started())
 
     async def _stop_all(self) -> None:
         apps = [c for c in self.children if c.name != "temporal"]

@@ -3,7 +3,9 @@
 The busy-port tests stop before anything starts, so they take a second. The lifecycle test
 starts the real stack (dev server, worker, API) on free ports with a temporary DATA_DIR, places
 an order, kills the worker, stops everything with SIGINT, checks that no process is left, and
-starts again to find the order kept: about half a minute, marked e2e.
+starts again to find the order kept: about half a minute, marked e2e. The restart test kills
+the dev server (restarted on its history, the worker and API reconnecting) and presses Ctrl-C
+while pick/pack runs: the worker gets the time its graceful shutdown needs (about 20 s, e2e).
 """
 
 import asyncio
@@ -16,7 +18,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.client import Client
 
+from models.wire import order_workflow_id
 from tests.conftest import eventually, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -206,3 +211,64 @@ async def test_runs_restarts_stops_cleanly_and_keeps_orders(tmp_path: Path) -> N
         if again.proc.returncode is None:
             again.proc.kill()
     assert processes_mentioning(str(data_dir)) == []
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(not ON_LINUX, reason="finds the dev server's process through /proc")
+@pytest.mark.skipif(not HAS_API, reason="api/main.py is not there yet: nothing to serve")
+async def test_a_killed_temporal_is_restarted_and_ctrl_c_lets_pick_pack_finish(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "data"
+    # Pick/pack outlasts the 5 s every other child gets to stop, within the worker's 10 s.
+    env = run_env(data_dir, FULFILLMENT_DELAY="8")
+    api = f"http://localhost:{env['API_PORT']}"
+    run = await start_run(env)
+    try:
+        await run.printed("Ctrl-C stops everything.")
+        (server,) = [p for p in processes_mentioning(str(data_dir)) if "start-dev" in p]
+        os.kill(int(server.split(":")[0]), signal.SIGKILL)
+        await run.printed("temporal was killed by SIGKILL")
+        restart = next(line for line in run.lines if "temporal was killed by SIGKILL" in line)
+        assert f"on the same history ({data_dir / 'temporal.db'})" in restart
+        await run.printed(f"Temporal answers again at localhost:{env['TEMPORAL_PORT']}")
+
+        # The API and the worker found the new server by themselves.
+        async with httpx.AsyncClient(base_url=api, timeout=10, headers=DEV_CLIENT) as http:
+
+            async def place() -> httpx.Response:
+                return await http.post(
+                    "/orders",
+                    json={
+                        "customer_id": "cus_ada",
+                        "items": [{"sku": "BOOK-DUNE", "quantity": 1}],
+                        "payment": {"token": "tok_visa"},
+                    },
+                )
+
+            placed = await eventually(place, lambda r: r.status_code == 202, within=30)
+        order_id = placed.json()["order_id"]
+        temporal = await Client.connect(f"localhost:{env['TEMPORAL_PORT']}")
+        handle = temporal.get_workflow_handle(order_workflow_id(order_id))
+
+        async def packing() -> bool:
+            return any(
+                pending.activity_type.name == "pick_and_pack"
+                and pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+                for pending in (await handle.describe()).raw_description.pending_activities
+            )
+
+        await eventually(packing, bool, within=30)
+        # The worker that runs it is the first one: it outlived the server's restart.
+        assert not [line for line in run.lines if line.startswith("run     | worker ")]
+
+        assert await run.stop() == 0  # Ctrl-C while pick/pack runs
+        assert "worker did not stop within" not in run.output
+        shutdown = run.output[run.output.index("SIGINT: stopping everything") :]
+        assert "shutting down: finishing running activities" in shutdown
+        assert "worker stopped" in shutdown  # on its own, pick/pack finished
+        assert "Traceback" not in run.output
+        assert processes_mentioning(str(data_dir)) == []
+    finally:
+        if run.proc.returncode is None:
+            run.proc.kill()
