@@ -11,6 +11,7 @@ import contextlib
 from typing import NoReturn
 
 from temporalio import workflow
+from temporalio.common import RawValue
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -27,7 +28,6 @@ with workflow.unsafe.imports_passed_through():
         FINAL_STATUSES,
         Address,
         CancelRequest,
-        CarrierEvent,
         FeedbackRequest,
         FeedbackView,
         GoodwillRefundRequest,
@@ -249,8 +249,15 @@ class OrderWorkflow:
         return customer.shipping_address
 
     @workflow.signal(name=SIGNAL_CARRIER_EVENT)
-    async def carrier_event(self, event: CarrierEvent) -> None:
-        """A tracking event; duplicates and late, older events change nothing."""
+    async def carrier_event(self, raw: RawValue) -> None:
+        """A tracking event; duplicates, late older events and unreadable ones (noted on the
+        timeline) change nothing. Read here rather than by the SDK, which would drop an
+        unreadable one with only a log line."""
+        event = self._carrier.read(raw)
+        if event is None:
+            if self._carrier.noting_unreadable:
+                await self._journal.record("An unreadable carrier event was ignored")
+            return
         parcel = self._carrier.receive(event)
         if parcel is not None:
             await self._journal.record(

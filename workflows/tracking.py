@@ -5,11 +5,18 @@ event can beat the booking's reply (the carrier knows the number first): it wait
 parcel is booked, and past a bound such early events are dropped rather than kept forever.
 """
 
+from pydantic import ValidationError
+from temporalio import workflow
+from temporalio.common import RawValue
+
 from models.orders import CarrierEvent
 from workflows.journal import Journal
 from workflows.parcel import Parcel
 
 MAX_UNROUTED_EVENTS = 50
+# Unreadable events noted on the timeline; past it they are dropped unnoted, so nobody who
+# can reach the frontend can grow an order's history without bound.
+MAX_NOTED_UNREADABLE = 10
 
 
 class CarrierEvents:
@@ -18,6 +25,25 @@ class CarrierEvents:
         self._parcels: dict[str, Parcel] = {}
         self._seen: set[tuple[str, str]] = set()
         self._unrouted: list[CarrierEvent] = []
+        self._unreadable = 0
+
+    def read(self, raw: RawValue) -> CarrierEvent | None:
+        """The event, or None for one that cannot be read (a naive time, a missing field):
+        noted on the timeline and ignored, never a failed workflow task."""
+        try:
+            event: CarrierEvent = workflow.payload_converter().from_payload(
+                raw.payload, CarrierEvent
+            )
+        except Exception as err:  # the converter's errors are not one type
+            self._unreadable += 1
+            if self._unreadable <= MAX_NOTED_UNREADABLE:
+                self._journal.append("carrier_event_unreadable", _why(err))
+            return None
+        return event
+
+    @property
+    def noting_unreadable(self) -> bool:
+        return self._unreadable <= MAX_NOTED_UNREADABLE
 
     def track(self, parcel: Parcel) -> None:
         """Route the parcel's tracking number to it, with any events that came before."""
@@ -55,3 +81,12 @@ class CarrierEvents:
             f"{detail}: {event.description}" if event.description else detail,
         )
         return settled
+
+
+def _why(err: Exception) -> str:
+    """Which fields were wrong and how, without the values (they are not ours to log)."""
+    if isinstance(err, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}" for e in err.errors()
+        )[:300]
+    return type(err).__name__

@@ -197,7 +197,7 @@ async def test_hold_decisions_are_checked(order: OrderUnderTest) -> None:
         return str(failed.value.cause.type)
 
     assert await refused("nope", HoldResolution.RELEASED, None) == "HoldNotFound"
-    assert await refused("capture_declined", HoldResolution.REJECTED, " ") == "ReasonRequired"
+    assert await refused("capture_declined", HoldResolution.REJECTED, " ") == "HoldRefused"
     await order.resolve("capture_declined", HoldResolution.RELEASED)
     assert await refused("capture_declined", HoldResolution.RELEASED, None) == "HoldResolved"
     await order.wait_for(OrderStatus.SHIPPED)
@@ -241,5 +241,7 @@ async def test_a_malformed_carrier_event_changes_nothing_and_later_ones_still_ap
     delivered: OrderView = await order.wait_for(OrderStatus.DELIVERED)
 
     assert [e.event_id for e in delivered.shipments[0].events] == ["evt-ok"]
+    (unreadable,) = [e for e in delivered.timeline if e.event == "carrier_event_unreadable"]
+    assert "occurred_at" in unreadable.detail and "2026-11-26" not in unreadable.detail
     await no_task_failed(order)
     assert await eventually(order.view, lambda v: v.status is OrderStatus.DELIVERED)
