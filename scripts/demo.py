@@ -246,6 +246,8 @@ class Demo:
                         "reason": "damaged",
                         "resolution": "refund",
                     },
+                    # Returns move money: a retry of this request must never return twice.
+                    headers={"Idempotency-Key": f"demo-return-{order_id}"},
                 )
                 if asked.status_code != 201:
                     show(f"{order_id}  return refused: {problem(asked)}")

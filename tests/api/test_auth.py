@@ -114,6 +114,14 @@ ENDPOINTS = [
         body={"amount": 1, "reason": "late delivery"},
         keyed=True,
     ),
+    # Hold decisions are operators' too; the shared order has no hold to decide (404).
+    Endpoint("POST", "/orders/{order}/holds/capture_declined/release", answers(403, 404, 404)),
+    Endpoint(
+        "POST",
+        "/orders/{order}/holds/capture_declined/reject",
+        answers(403, 404, 404),
+        body={"reason": "written off"},
+    ),
     Endpoint("GET", "/products", answers(200, 200, 200)),
     Endpoint(
         "POST",
