@@ -231,3 +231,24 @@ async def e2e_stack(
         async with worker:
             yield E2EStack(env=dev_server_env, settings=settings, engine=db, smtp=smtp_sink)
     db.dispose()
+
+
+# ---- CI: a skip of what CI must run fails the run ----------------------------------------------
+
+# Markers of tests that may skip on a developer's machine (no PostgreSQL, no docker-compose) but
+# never in CI: `.ci/run` sets ORDERMILL_REQUIRE_ALL=1.
+REQUIRED_IN_CI = ("postgres", "compose")
+_required_skips: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and any(m in report.keywords for m in REQUIRED_IN_CI):
+        _required_skips.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if os.environ.get("ORDERMILL_REQUIRE_ALL") == "1" and _required_skips:
+        print(f"\n{len(_required_skips)} test(s) that CI must run were skipped:", file=sys.stderr)
+        for nodeid in _required_skips:
+            print(f"  {nodeid}", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
