@@ -38,6 +38,8 @@ from models.orders import (
     FeedbackRequest,
     FeedbackView,
     GoodwillRefundRequest,
+    HoldDecision,
+    HoldResolution,
     InquiryRequest,
     InquiryView,
     OrderItem,
@@ -63,6 +65,7 @@ from models.wire import (
     UPDATE_FEEDBACK,
     UPDATE_REFUND,
     UPDATE_REQUEST_RETURN,
+    UPDATE_RESOLVE_HOLD,
 )
 from models.wire import UPDATE_CANCEL as CANCEL
 from settings import Settings
@@ -221,6 +224,31 @@ async def split(handle: Handle) -> None:
     await _until(handle, OrderStatus.RETURNED)
 
 
+async def held(handle: Handle) -> None:
+    """tok_captureDeclined: the capture waits in a hold; released, it is declined again; the
+    second hold rejected, the amount is written off. An unreadable carrier event is noted."""
+
+    def hold_open(hold_id: str) -> Callable[[OrderView], bool]:
+        return lambda view: any(h.hold_id == hold_id and h.resolution is None for h in view.holds)
+
+    await eventually(lambda: _status(handle), hold_open("capture_declined"))
+    await _decide(handle, "capture_declined", HoldResolution.RELEASED, None)
+    await eventually(lambda: _status(handle), hold_open("capture_declined-2"))
+    await _decide(handle, "capture_declined-2", HoldResolution.REJECTED, "written off")
+    shipped = await _until(handle, OrderStatus.SHIPPED)
+    tracking = shipped.shipments[0].tracking_number
+    naive = {"event_id": "evt-naive", "tracking_number": tracking, "status": "in_transit"}
+    await handle.signal(SIGNAL_CARRIER_EVENT, naive | {"occurred_at": "2026-11-26T10:00:00"})
+    await _carrier(handle, shipped, CarrierStatus.DELIVERED, "evt-delivered")
+
+
+async def _decide(
+    handle: Handle, hold_id: str, resolution: HoldResolution, reason: str | None
+) -> None:
+    decision = HoldDecision(hold_id=hold_id, resolution=resolution, reason=reason)
+    await handle.execute_update(UPDATE_RESOLVE_HOLD, decision, result_type=OrderView)
+
+
 PATHS: dict[str, tuple[str, Callable[[Handle], Awaitable[None]], OrderStatus]] = {
     "happy": ("tok_visa", happy, OrderStatus.COMPLETED),
     "declined": ("tok_chargeDeclined", declined, OrderStatus.PAYMENT_DECLINED),
@@ -230,6 +258,7 @@ PATHS: dict[str, tuple[str, Callable[[Handle], Awaitable[None]], OrderStatus]] =
     "return_refund": ("tok_visa", return_refund, OrderStatus.COMPLETED),
     "exchange": ("tok_visa", exchange, OrderStatus.COMPLETED),
     "split": ("tok_visa", split, OrderStatus.COMPLETED),
+    "held": ("tok_captureDeclined", held, OrderStatus.COMPLETED),
 }
 
 
