@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
+from temporalio import workflow
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -145,6 +146,8 @@ def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Milestone lines name their order; the SDK's dict of workflow details would double them.
+    workflow.logger.workflow_info_on_message = False
     try:
         asyncio.run(run_worker(Settings()))
     except SchemaNotCurrent as err:

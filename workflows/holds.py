@@ -93,6 +93,9 @@ class Holds:
         )
         view.holds.append(hold)
         self._publish()
+        workflow.logger.warning(
+            "order %s on hold %s: an operator decides", view.order_id, hold.hold_id
+        )
         summary = f"On hold ({hold.hold_id}): {hold.detail}"
         stops = not self._handed_over()
         if stops and view.status is not OrderStatus.ON_HOLD:

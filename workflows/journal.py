@@ -60,6 +60,9 @@ class Journal:
         guarded: bool = True,
     ) -> None:
         self.view.status = status
+        # One line per milestone in the worker's log (never during replay); no free text,
+        # which may be a customer's.
+        workflow.logger.info("order %s %s (%s)", self.view.order_id, status.value, event)
         updates = [ORDER_STATUS.value_set(status.value)]
         # The API starts every order with its customer set; an order started elsewhere (the
         # CLI) gets it with its first change.
