@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
-from temporalio import workflow
+from temporalio import activity, workflow
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -148,6 +148,8 @@ def main() -> None:
     )
     # Milestone lines name their order; the SDK's dict of workflow details would double them.
     workflow.logger.workflow_info_on_message = False
+    activity.logger.activity_info_on_message = False
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # the schema check's chatter
     try:
         asyncio.run(run_worker(Settings()))
     except SchemaNotCurrent as err:

@@ -18,6 +18,7 @@ from sqlalchemy import ColumnElement, Engine, func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from temporalio import activity
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities.errors import PAYMENT_DECLINED, REFUND_REFUSED, business_failure
 from database import read_only
@@ -325,11 +326,22 @@ def _txn_id(prefix: str) -> str:
 
 @contextmanager
 def _declines_as(error_type: str) -> Iterator[None]:
-    """A processor's refusal becomes a non-retryable business failure of `error_type`."""
+    """A processor's refusal becomes a non-retryable business failure of `error_type`; its
+    passing outage a retryable one, logged in one line rather than a traceback per attempt."""
     try:
         yield
     except PaymentDeclined as declined:
         raise business_failure(error_type, declined.code, str(declined)) from declined
+    except GatewayUnavailable as down:
+        info = activity.info()
+        activity.logger.warning(
+            "%s: card processor unavailable (attempt %d): %s", info.workflow_id, info.attempt, down
+        )
+        raise ApplicationError(
+            f"card processor unavailable: {down}",
+            type="GatewayUnavailable",
+            category=ApplicationErrorCategory.BENIGN,
+        ) from None
 
 
 class PaymentActivities:

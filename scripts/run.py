@@ -518,6 +518,9 @@ class Supervisor:
                 *(sys.executable, "-m", "uvicorn", "api.main:app"),
                 *("--host", s.api_host, "--port", str(s.api_port)),
                 *("--timeout-graceful-shutdown", "3"),
+                # The worker logs each order's milestones; a line per poll would drown them.
+                # Errors are still logged by the API itself.
+                "--no-access-log",
             ],
         )
         for child in (worker, api):

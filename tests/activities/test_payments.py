@@ -15,11 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine
 from sqlmodel import Session, select
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.testing import ActivityEnvironment
 
 from activities.errors import PAYMENT_DECLINED, REFUND_REFUSED
-from activities.payments import GatewayUnavailable, PaymentActivities, SimulatedCardProcessor
+from activities.payments import PaymentActivities, SimulatedCardProcessor
 from models.activities import (
     AuthorizePaymentInput,
     CapturePaymentInput,
@@ -201,9 +201,11 @@ def test_the_flaky_token_fails_transiently_twice_then_approves(
     engine: Engine, payments: PaymentActivities
 ) -> None:
     for _ in range(2):
-        # Not an ApplicationError: the activity's retry policy retries it.
-        with pytest.raises(GatewayUnavailable):
+        # Retryable, so the activity's retry policy retries it; benign, so no traceback.
+        with pytest.raises(ApplicationError) as raised:
             authorize(payments, "o-1", token="tok_gatewayFlaky", idempotency_key="flaky-key")
+        assert raised.value.type == "GatewayUnavailable" and not raised.value.non_retryable
+        assert raised.value.category is ApplicationErrorCategory.BENIGN
         assert ledger(engine, "o-1") == []
     approved = authorize(payments, "o-1", token="tok_gatewayFlaky", idempotency_key="flaky-key")
     assert authorize(payments, "o-1", token="tok_gatewayFlaky", idempotency_key="flaky-key") == (
