@@ -108,6 +108,12 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: str | None = None
     smtp_starttls: bool = False
+    email_send_lease: Duration = Field(
+        default=timedelta(seconds=30),
+        gt=timedelta(0),
+        description="How long a worker may take to send one email before another may send it "
+        "again (a worker that died mid-send): longer than any send the SMTP timeouts allow",
+    )
     mail_from: str = "ordermill <orders@ordermill.example>"
     support_email: str = "support@ordermill.example"
 

@@ -21,6 +21,7 @@ from temporalio.worker import Worker
 
 from activities.customers import CustomerActivities
 from activities.downloads import DownloadActivities, DownloadLinks
+from activities.email_sender import EmailSender
 from activities.inventory import InventoryActivities
 from activities.notifications import (
     Mailer,
@@ -54,25 +55,34 @@ def build_notifier(settings: Settings) -> Notifier:
     return OutboxNotifier(settings.outbox_dir)
 
 
-def build_activities(settings: Settings, engine: Engine) -> list[Callable[..., Any]]:
-    """Every activity of the order, bound to the real (or simulated) outside systems."""
+def build_email_sender(settings: Settings, engine: Engine) -> EmailSender:
+    return EmailSender(engine, build_notifier(settings).send, lease=settings.email_send_lease)
+
+
+def build_activities(
+    settings: Settings, engine: Engine, sender: EmailSender | None = None
+) -> list[Callable[..., Any]]:
+    """Every activity of the order, bound to the real (or simulated) outside systems; the
+    emails they record go out through `sender` (one of its own when not given)."""
+    sender = sender or build_email_sender(settings, engine)
     customers = CustomerActivities(engine)
     inventory = InventoryActivities(engine)
     payments = PaymentActivities(SimulatedCardProcessor(engine))
     warehouse = WarehouseActivities(settings.fulfillment_delay)
     shipping = ShippingActivities(SimulatedCarrier(engine))
     mailer = Mailer(
-        build_notifier(settings),
         sender=settings.mail_from,
         links=DownloadLinks(
             settings.public_base_url, settings.download_secret, ttl=settings.download_link_ttl
         ),
         support_mailbox=settings.support_email,
     )
-    notifications = NotificationActivities(mailer, engine, support_mailbox=settings.support_email)
+    notifications = NotificationActivities(
+        mailer, engine, sender, support_mailbox=settings.support_email
+    )
     downloads = DownloadActivities(engine)
-    # An order's emails go out with the record of the change that triggers them.
-    read_model = ReadModelActivities(engine, mailer)
+    # An order's emails are recorded with the change that triggers them, then sent by `sender`.
+    read_model = ReadModelActivities(engine, mailer, sender)
     return [
         customers.verify_customer,
         inventory.reserve_stock,
@@ -102,14 +112,18 @@ def compile_workflows() -> None:
 
 
 def build_worker(
-    client: Client, settings: Settings, engine: Engine, executor: ThreadPoolExecutor
+    client: Client,
+    settings: Settings,
+    engine: Engine,
+    executor: ThreadPoolExecutor,
+    sender: EmailSender | None = None,
 ) -> Worker:
     compile_workflows()
     return Worker(
         client,
         task_queue=TASK_QUEUE,
         workflows=[OrderWorkflow],
-        activities=build_activities(settings, engine),
+        activities=build_activities(settings, engine, sender),
         activity_executor=executor,
         max_concurrent_activities=settings.activity_threads,
         max_concurrent_local_activities=settings.activity_threads,
@@ -127,8 +141,10 @@ async def run_worker(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
+    sender = build_email_sender(settings, engine)
+    sender.start()  # sends at once what an earlier worker recorded and did not send
     with ThreadPoolExecutor(max_workers=settings.activity_threads) as executor:
-        worker = build_worker(client, settings, engine, executor)
+        worker = build_worker(client, settings, engine, executor, sender)
         log.info(
             "worker polling task queue %r on %s (namespace %s)",
             TASK_QUEUE,
@@ -138,6 +154,7 @@ async def run_worker(settings: Settings) -> None:
         async with worker:
             await stop.wait()
             log.info("shutting down: finishing running activities")
+    sender.close()
     engine.dispose()
     log.info("worker stopped")
 

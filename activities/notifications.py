@@ -19,12 +19,12 @@ from typing import Protocol
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, update
+from sqlmodel import Session
 from temporalio import activity
 
 from activities.downloads import DownloadLinks
+from activities.email_sender import EmailSender, outbox_row
 from activities.email_templates import render, render_support_inquiry
-from database import read_only
 from models.activities import (
     DIGITAL_DELIVERY_EVENT,
     EmailKind,
@@ -33,7 +33,7 @@ from models.activities import (
     SupportInquiryInput,
 )
 from models.orders import OrderView
-from models.tables import SentEmail, utcnow
+from models.tables import SentEmail
 
 
 class Notifier(Protocol):
@@ -49,7 +49,7 @@ class SmtpNotifier:
         username: str | None = None,
         password: str | None = None,
         starttls: bool = False,
-        timeout: float = 20,
+        timeout: float = 10,
     ) -> None:
         self._host, self._port = host, port
         self._username, self._password = username, password
@@ -85,13 +85,10 @@ class OutboxNotifier:
 
 
 class Mailer:
-    """Composes ordermill's emails (words from `email_templates`) and hands them to the
-    `Notifier`; it keeps no records: `send_recorded` does, for whoever sends."""
+    """Composes ordermill's emails (words from `email_templates`); activities.email_sender
+    sends them once they are recorded."""
 
-    def __init__(
-        self, notifier: Notifier, *, sender: str, links: DownloadLinks, support_mailbox: str
-    ) -> None:
-        self._notifier = notifier
+    def __init__(self, *, sender: str, links: DownloadLinks, support_mailbox: str) -> None:
         self._sender = sender
         self._links = links
         self.support_mailbox = support_mailbox
@@ -143,9 +140,6 @@ class Mailer:
         message.set_content(body)
         return message
 
-    def send(self, message: EmailMessage) -> None:
-        self._notifier.send(message)
-
 
 def downloads_sent_at(order: OrderView) -> datetime:
     """When the order's download links were issued: where their expiry counts from.
@@ -160,51 +154,19 @@ def downloads_sent_at(order: OrderView) -> datetime:
     return order.updated_at
 
 
-def sent_email_row(message: EmailMessage) -> SentEmail:
-    """The record of a composed email, not yet sent."""
-    return SentEmail(
-        idempotency_key=str(message["X-Ordermill-Key"]),
-        order_id=str(message["X-Ordermill-Order"]),
-        kind=str(message["X-Ordermill-Kind"]),
-        recipient=str(message["To"]),
-        message_id=str(message["Message-ID"]),
-    )
-
-
-def send_recorded(engine: Engine, mailer: Mailer, message: EmailMessage) -> EmailReceipt:
-    """Send a recorded email unless its row is marked sent, then mark it.
-
-    At least once: a crash after the send and before the mark sends it again on the retry,
-    with the same Message-ID. Never again once marked.
-    """
-    key, mid = str(message["X-Ordermill-Key"]), str(message["Message-ID"])
-    with Session(read_only(engine)) as session:
-        row = session.get(SentEmail, key)
-        if row is None:
-            raise LookupError(f"email {key} is sent only once it is recorded")
-        if row.sent_at is not None:
-            return EmailReceipt(message_id=mid, already_sent=True)
-    mailer.send(message)
-    with Session(engine) as session:
-        session.exec(
-            update(SentEmail)
-            .where(col(SentEmail.idempotency_key) == key, col(SentEmail.sent_at).is_(None))
-            .values(sent_at=utcnow())
-        )
-        session.commit()
-    return EmailReceipt(message_id=mid, already_sent=False)
-
-
 class NotificationActivities:
     """Emails that are not an order change: a customer's question, to the support mailbox.
 
-    (An order change's email goes out with its `record_order`, recorded in the same
-    transaction as the change.)
+    (An order change's email is recorded by its `record_order`, in the change's transaction.)
+    Recorded here, then sent by the worker's EmailSender like every other email.
     """
 
-    def __init__(self, mailer: Mailer, engine: Engine, *, support_mailbox: str) -> None:
+    def __init__(
+        self, mailer: Mailer, engine: Engine, sender: EmailSender, *, support_mailbox: str
+    ) -> None:
         self._mailer = mailer
         self._engine = engine
+        self._sender = sender
         self._support_mailbox = support_mailbox
 
     @activity.defn(name="notify_support")
@@ -221,13 +183,17 @@ class NotificationActivities:
             reply_to=request.customer_email,
         )
         with Session(self._engine) as session:
-            if session.get(SentEmail, request.idempotency_key) is None:
-                session.add(sent_email_row(message))
+            row = session.get(SentEmail, request.idempotency_key)
+            already_sent = row is not None and row.sent_at is not None
+            if row is None:
+                session.add(outbox_row(message))
                 try:
                     session.commit()
                 except IntegrityError:  # a concurrent attempt recorded it first
                     session.rollback()
-        return send_recorded(self._engine, self._mailer, message)
+        if not already_sent:
+            self._sender.notify(request.idempotency_key)
+        return EmailReceipt(message_id=str(message["Message-ID"]), already_sent=already_sent)
 
 
 def message_id(key: str) -> str:

@@ -5,7 +5,7 @@ the order's row is replaced whole, in one statement, and only by a higher versio
 records racing each other leave the newer snapshot and never a row mixing the two. Timeline
 rows and carrier events are facts that older snapshots hold too: they are inserted, or ignored
 when already there. The email a change triggers is recorded in the change's transaction and
-sent once it has committed.
+sent by the worker's EmailSender once it has committed.
 """
 
 import re
@@ -18,8 +18,9 @@ from sqlalchemy.sql.dml import UpdateBase
 from sqlmodel import Session, SQLModel, col, select, update
 from temporalio import activity
 
+from activities.email_sender import EmailSender, outbox_row
 from activities.errors import refused_data_is_final
-from activities.notifications import Mailer, send_recorded, sent_email_row
+from activities.notifications import Mailer
 from models.activities import RecordOrderInput
 from models.orders import OrderView
 from models.projection import (
@@ -32,18 +33,15 @@ from models.tables import OrderEvent, OrderRecord, SentEmail, Shipment, Shipment
 
 
 class ReadModelActivities:
-    def __init__(self, engine: Engine, mailer: Mailer) -> None:
+    def __init__(self, engine: Engine, mailer: Mailer, sender: EmailSender) -> None:
         self._engine = engine
         self._mailer = mailer
+        self._sender = sender
 
     @activity.defn(name="record_order")
     def record_order(self, request: RecordOrderInput) -> None:
-        """Record the snapshot, then send the email the change triggers, if any.
-
-        The email goes out at least once: a retry after a crash between its send and the mark
-        that it was sent sends it again, under the same Message-ID; an email already marked
-        sent is never sent again.
-        """
+        """Record the snapshot with the email the change triggers, if any, which the worker's
+        EmailSender then sends: the order never waits for the mail server."""
         order = scrubbed(request.order) if request.scrub else request.order
         # Composed before anything is written: an email that cannot be composed is never kept.
         message = self._mailer.order_email(request.email, order) if request.email else None
@@ -52,10 +50,11 @@ class ReadModelActivities:
             _add_timeline(session, order)
             _record_shipments(session, order, newest=newest)
             if message is not None:
-                _insert_ignoring(session, SentEmail, [sent_email_row(message)], ["idempotency_key"])
+                # A retried record keeps the first composition: the same email every time.
+                _insert_ignoring(session, SentEmail, [outbox_row(message)], ["idempotency_key"])
             session.commit()
         if message is not None:
-            send_recorded(self._engine, self._mailer, message)
+            self._sender.notify(str(message["X-Ordermill-Key"]))
 
 
 # Control characters other than tab and newline: what PostgreSQL's text refuses (NUL) and

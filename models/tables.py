@@ -109,15 +109,21 @@ class ShipmentEvent(SQLModel, table=True):
 
 
 class SentEmail(SQLModel, table=True):
-    """One row per email: recorded with the change that triggers it, `sent_at` once sent."""
+    """The email outbox: one row per email, recorded with the change that triggers it (the
+    composed message with it), `sent_at` once sent (activities.outbox)."""
 
     idempotency_key: str = Field(primary_key=True)
     order_id: str = Field(index=True)
     kind: str
     recipient: str
     message_id: str
+    message: str | None = Field(default=None, sa_type=Text)  # RFC 5322, as it goes out
     recorded_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     sent_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    attempts: int = 0
+    # Not before then: a sender's lease while it sends, the backoff after a failed attempt.
+    next_attempt_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    refused: str | None = None  # the mail server refused it for good: never sent again
 
 
 class OrderRecord(SQLModel, table=True):

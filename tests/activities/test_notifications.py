@@ -14,14 +14,9 @@ from sqlmodel import Session, select, update
 from temporalio.testing import ActivityEnvironment
 
 from activities.downloads import DownloadLinks
+from activities.email_sender import Delivery, deliver, outbox_row
 from activities.email_templates import TEMPLATES, render
-from activities.notifications import (
-    Mailer,
-    NotificationActivities,
-    OutboxNotifier,
-    send_recorded,
-    sent_email_row,
-)
+from activities.notifications import Mailer, NotificationActivities, OutboxNotifier
 from models.activities import DIGITAL_DELIVERY_EVENT, EmailKind, OrderEmail, SupportInquiryInput
 from models.orders import (
     CarrierStatus,
@@ -43,6 +38,7 @@ from models.orders import (
     order_totals,
 )
 from models.tables import SentEmail
+from tests.activities.email_helpers import SendAtOnce
 
 TTL = timedelta(days=30)
 LINKS = DownloadLinks("https://shop.example", "test-secret", ttl=TTL)
@@ -57,10 +53,8 @@ class CountingNotifier:
         self.sent.append(message)
 
 
-def mailer(notifier: CountingNotifier | OutboxNotifier) -> Mailer:
-    return Mailer(
-        notifier, sender="orders@shop.example", links=LINKS, support_mailbox="support@shop.example"
-    )
+def mailer() -> Mailer:
+    return Mailer(sender="orders@shop.example", links=LINKS, support_mailbox="support@shop.example")
 
 
 def parcel(
@@ -191,9 +185,7 @@ def test_the_exchange_email_names_the_replacements_parcel() -> None:
 
 
 def test_the_digital_delivery_email_links_only_the_digital_lines() -> None:
-    message = mailer(CountingNotifier()).order_email(
-        email(EmailKind.DIGITAL_DELIVERY), order_view()
-    )
+    message = mailer().order_email(email(EmailKind.DIGITAL_DELIVERY), order_view())
     body = message.get_content()
     assert LINKS.url("o-1", "EBOOK-DUNE", issued_at=NOW) in body
     assert body.count("/downloads/") == 1  # no link for the paperbacks
@@ -204,7 +196,7 @@ def test_the_digital_delivery_email_links_only_the_digital_lines() -> None:
 
 
 def test_the_message_id_is_the_same_for_every_attempt_at_one_email() -> None:
-    compose = mailer(CountingNotifier()).order_email
+    compose = mailer().order_email
     first = compose(email(EmailKind.SHIPPED, "SHP-1"), order_view())
     again = compose(email(EmailKind.SHIPPED, "SHP-1"), order_view())
     other = compose(email(EmailKind.SHIPPED, "SHP-2"), order_view())
@@ -214,7 +206,7 @@ def test_the_message_id_is_the_same_for_every_attempt_at_one_email() -> None:
 def test_a_support_inquiry_is_forwarded_once_however_often_retried(engine: Engine) -> None:
     notifier = CountingNotifier()
     notifications = NotificationActivities(
-        mailer(notifier), engine, support_mailbox="support@shop.example"
+        mailer(), engine, SendAtOnce(engine, notifier.send), support_mailbox="support@shop.example"
     )
     request = SupportInquiryInput(
         idempotency_key="o-1:inquiry:INQ-1",
@@ -241,19 +233,20 @@ def test_the_outbox_holds_one_file_when_a_send_is_retried_after_a_crash(
     engine: Engine, tmp_path: Path
 ) -> None:
     outbox = tmp_path / "outbox"
-    outbox_mailer = mailer(OutboxNotifier(outbox))
-    message = outbox_mailer.order_email(email(EmailKind.DIGITAL_DELIVERY), order_view())
+    send = OutboxNotifier(outbox).send
+    message = mailer().order_email(email(EmailKind.DIGITAL_DELIVERY), order_view())
     with Session(engine) as session:
-        session.add(sent_email_row(message))
+        session.add(outbox_row(message))
         session.commit()
+    key = str(message["X-Ordermill-Key"])
 
-    send_recorded(engine, outbox_mailer, message)
-    # The worker died after writing the email but before marking it sent: the retry writes again.
+    assert deliver(engine, send, key) is Delivery.SENT
+    # The worker died after writing the email but before marking it sent; its lease ran out.
     with Session(engine) as session:
-        session.exec(update(SentEmail).values(sent_at=None))
+        session.exec(update(SentEmail).values(sent_at=None, next_attempt_at=None))
         session.commit()
-    assert not send_recorded(engine, outbox_mailer, message).already_sent
-    assert send_recorded(engine, outbox_mailer, message).already_sent
+    assert deliver(engine, send, key) is Delivery.SENT
+    assert deliver(engine, send, key) is Delivery.ALREADY_SENT
 
     files = sorted(outbox.iterdir())
     assert [f.name for f in files] == ["o-1_digital_delivery.eml"]  # no second copy, no .tmp
@@ -313,7 +306,7 @@ def delivered_order(*, later: timedelta = timedelta(0)) -> OrderView:
 
 
 def test_every_attempt_at_the_delivery_email_carries_the_same_links() -> None:
-    compose = mailer(CountingNotifier()).order_email
+    compose = mailer().order_email
     first = compose(email(EmailKind.DIGITAL_DELIVERY), delivered_order())
     again = compose(email(EmailKind.DIGITAL_DELIVERY), delivered_order())
     # Recorded again after a hold: the order changed since, the delivery did not.

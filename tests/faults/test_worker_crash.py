@@ -47,7 +47,8 @@ async def test_a_killed_worker_loses_no_order_at_any_stage(
     client: Client, workers: Workers, mail_server: MailServer
 ) -> None:
     workers.migrate()
-    mail = {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(mail_server.port)}
+    # A short lease, so the new worker sends the dead one's interrupted emails again soon.
+    mail = {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(mail_server.port), "EMAIL_SEND_LEASE": "3"}
     workers.start(FULFILLMENT_DELAY="2", **mail)
     await workers.polling()
     try:

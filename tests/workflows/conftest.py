@@ -30,7 +30,12 @@ from models.orders import (
     PaymentMethod,
     PlaceOrderInput,
 )
-from models.wire import UPDATE_CANCEL, UPDATE_RESOLVE_HOLD, order_workflow_id
+from models.wire import (
+    SIGNAL_CARRIER_EVENT,
+    UPDATE_CANCEL,
+    UPDATE_RESOLVE_HOLD,
+    order_workflow_id,
+)
 from tests.conftest import eventually, new_id
 from tests.fakes import FakeOrderSystems, fake_worker
 from workflows.order import OrderWorkflow
@@ -143,7 +148,7 @@ class OrderUnderTest:
         """A carrier event for the order's `parcel` (its fake tracking number), or for
         `tracking_number`."""
         await self.handle.signal(
-            OrderWorkflow.carrier_event,
+            SIGNAL_CARRIER_EVENT,  # by name, as the API sends it
             CarrierEvent(
                 event_id=event_id,
                 tracking_number=tracking_number or f"TRK-{self.order_id}-{parcel}",

@@ -1,0 +1,224 @@
+"""Sending the emails the order's records wrote: a transactional outbox, drained by the worker.
+
+`record_order` writes an email (composed, with its Message-ID) in the same transaction as the
+change that triggers it, and hands its key to the worker's `EmailSender`, which sends it after
+the commit. The order never waits for the mail server: an SMTP outage delays its emails, not
+the order. A sender claims a row for a lease before it sends, so two workers (or a sweep and
+the first try) do not send one email at once; a crash after the send and before the mark
+sends it again once the lease has passed, under the same Message-ID, so mail clients fold the
+repeat. At least once, never twice on purpose.
+"""
+
+import contextlib
+import logging
+import queue
+import smtplib
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email import policy
+from email.message import EmailMessage
+from email.parser import Parser
+from enum import StrEnum
+from typing import ParamSpec, TypeVar
+
+from sqlalchemy import ColumnElement, Engine, or_
+from sqlmodel import Session, col, select, update
+
+from models.tables import SentEmail, utcnow
+
+log = logging.getLogger("ordermill.email")
+
+Send = Callable[[EmailMessage], None]
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# How long a sender may take before another may try the same email again (EMAIL_SEND_LEASE):
+# past any send the SMTP timeouts allow.
+LEASE = timedelta(seconds=30)
+# Between failed attempts: doubling from 2 s, at most 5 minutes.
+FIRST_BACKOFF, MAX_BACKOFF = timedelta(seconds=2), timedelta(minutes=5)
+
+
+class Delivery(StrEnum):
+    SENT = "sent"
+    ALREADY_SENT = "already_sent"
+    BUSY = "busy"  # another sender holds it, or its backoff has not passed
+    FAILED = "failed"  # this attempt failed; due again after its backoff
+    REFUSED = "refused"  # the mail server refused it for good
+
+
+def outbox_row(message: EmailMessage) -> SentEmail:
+    """The outbox row of a composed email, due at once."""
+    return SentEmail(
+        idempotency_key=str(message["X-Ordermill-Key"]),
+        order_id=str(message["X-Ordermill-Order"]),
+        kind=str(message["X-Ordermill-Kind"]),
+        recipient=str(message["To"]),
+        message_id=str(message["Message-ID"]),
+        message=message.as_string(),
+    )
+
+
+def backoff(attempts: int) -> timedelta:
+    return min(FIRST_BACKOFF * 2 ** max(attempts - 1, 0), MAX_BACKOFF)
+
+
+def _due(now: datetime) -> ColumnElement[bool]:
+    return or_(col(SentEmail.next_attempt_at).is_(None), col(SentEmail.next_attempt_at) <= now)
+
+
+def _unsent() -> list[ColumnElement[bool]]:
+    return [
+        col(SentEmail.sent_at).is_(None),
+        col(SentEmail.refused).is_(None),
+        col(SentEmail.message).is_not(None),
+    ]
+
+
+def deliver(engine: Engine, send: Send, key: str, *, lease: timedelta = LEASE) -> Delivery:
+    """One attempt at the email `key`: claim it, send it, mark it sent."""
+    now = utcnow()
+    with Session(engine) as session:
+        claimed = session.exec(
+            update(SentEmail)
+            .where(col(SentEmail.idempotency_key) == key, *_unsent(), _due(now))
+            .values(attempts=col(SentEmail.attempts) + 1, next_attempt_at=now + lease)
+        ).rowcount
+        row = session.get(SentEmail, key)
+        session.commit()
+        if row is None:
+            raise LookupError(f"email {key} is sent only once it is recorded")
+        if not claimed:
+            return Delivery.ALREADY_SENT if row.sent_at is not None else Delivery.BUSY
+        text, attempts = row.message or "", row.attempts
+    message = Parser(_class=EmailMessage, policy=policy.default).parsestr(text)
+    try:
+        send(message)
+    except smtplib.SMTPResponseException as err:
+        if 500 <= err.smtp_code < 600:  # a permanent answer: sending again cannot help
+            _finish(engine, key, refused=f"{err.smtp_code} {err.smtp_error!r}"[:300])
+            log.error("email %s to order %s refused for good: %s", key, row.order_id, err)
+            return Delivery.REFUSED
+        _retry_later(engine, key, attempts, err)
+        return Delivery.FAILED
+    except (OSError, smtplib.SMTPException) as err:  # the server is away, or hung up
+        _retry_later(engine, key, attempts, err)
+        return Delivery.FAILED
+    _finish(engine, key)
+    return Delivery.SENT
+
+
+def _finish(engine: Engine, key: str, *, refused: str | None = None) -> None:
+    with Session(engine) as session:
+        values = {"refused": refused} if refused else {"sent_at": utcnow()}
+        session.exec(
+            update(SentEmail).where(col(SentEmail.idempotency_key) == key).values(**values)
+        )
+        session.commit()
+
+
+def _retry_later(engine: Engine, key: str, attempts: int, err: Exception) -> None:
+    wait = backoff(attempts)
+    log.warning("email %s not sent (attempt %d: %s); trying again in %s", key, attempts, err, wait)
+    with Session(engine) as session:
+        session.exec(
+            update(SentEmail)
+            .where(col(SentEmail.idempotency_key) == key, col(SentEmail.sent_at).is_(None))
+            .values(next_attempt_at=utcnow() + wait)
+        )
+        session.commit()
+
+
+def due_keys(engine: Engine, limit: int = 50) -> list[str]:
+    """Emails whose time has come: never tried, failed and past their backoff, or whose
+    sender's lease ran out (it crashed)."""
+    with Session(engine) as session:
+        return list(
+            session.exec(
+                select(SentEmail.idempotency_key)
+                .where(*_unsent(), _due(utcnow()))
+                .order_by(col(SentEmail.recorded_at))
+                .limit(limit)
+            )
+        )
+
+
+@dataclass
+class EmailSender:
+    """The worker's sender: what `record_order` hands it at once, and every few seconds
+    whatever is due (a failed attempt's retry, another worker's crash). A few emails go out at
+    once, so one slow mail server session does not hold up the others."""
+
+    engine: Engine
+    send: Send
+    sweep_every: float = 2.0
+    lease: timedelta = LEASE
+    at_once: int = 4
+
+    def __post_init__(self) -> None:
+        self._keys: queue.Queue[str] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(self.at_once, thread_name_prefix="email")
+        self._in_hand: set[str] = set()  # each email once in the pool at a time
+
+    def start(self) -> None:
+        """Start sending (the first sweep at once: what a crashed worker left); idempotent."""
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="email-sender", daemon=True)
+                self._thread.start()
+
+    def notify(self, key: str) -> None:
+        """Send `key` soon; a sender not started yet starts now."""
+        self.start()
+        self._keys.put(key)
+
+    def close(self, timeout: float = 10) -> None:
+        """Stop after the emails in hand; what is left is sent by the next sender to start."""
+        self._stop.set()
+        self._keys.put("")  # wakes the sender
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _run(self) -> None:
+        swept = time.monotonic() - self.sweep_every
+        while not self._stop.is_set():
+            keys: list[str] = []
+            with contextlib.suppress(queue.Empty):
+                keys.append(self._keys.get(timeout=self.sweep_every))
+            if time.monotonic() - swept >= self.sweep_every:  # even while busy
+                keys += _quietly(due_keys, self.engine) or []
+                swept = time.monotonic()
+            for key in keys:
+                if key and not self._stop.is_set():
+                    self._hand_over(key)
+
+    def _hand_over(self, key: str) -> None:
+        with self._lock:
+            if key in self._in_hand:
+                return
+            self._in_hand.add(key)
+        self._pool.submit(self._deliver, key)
+
+    def _deliver(self, key: str) -> None:
+        try:
+            _quietly(deliver, self.engine, self.send, key, lease=self.lease)
+        finally:
+            with self._lock:
+                self._in_hand.discard(key)
+
+
+def _quietly(step: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R | None:
+    """A step that fails (the database away) is logged and left to the next sweep."""
+    try:
+        return step(*args, **kwargs)
+    except Exception:
+        log.exception("the email sender's %s failed; it tries again", step.__name__)
+        return None
