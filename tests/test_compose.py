@@ -39,6 +39,7 @@ def compose_command() -> list[str] | None:
 # `.ci/run` fails on a skip of these: CI must check the compose file.
 pytestmark = pytest.mark.compose
 
+
 @pytest.fixture(scope="module")
 def services() -> dict[str, Any]:
     document = yaml.safe_load(COMPOSE_FILE.read_text())

@@ -105,7 +105,5 @@ async def reject_hold(
     """A declined capture is written off, a refused refund recorded as settled outside
     ordermill; a step before anything was handed to the carrier cancels the order, one after
     gives up only that parcel. The reason is required and goes on the timeline."""
-    decision = HoldDecision(
-        hold_id=hold_id, resolution=HoldResolution.REJECTED, reason=body.reason
-    )
+    decision = HoldDecision(hold_id=hold_id, resolution=HoldResolution.REJECTED, reason=body.reason)
     return await _decide(caller, order_id, decision, idempotency_key)
