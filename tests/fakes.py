@@ -8,12 +8,13 @@ OrderWorkflow on a fresh task queue.
 """
 
 import asyncio
+import functools
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from temporalio import activity
@@ -103,8 +104,42 @@ FLAKY_TOKEN = "tok_gatewayFlaky"
 
 @dataclass
 class Call:
+    """One attempt at an activity: what it was asked, and how it ended."""
+
     name: str
     arg: Any
+    result: Any = None
+    error: str | None = None  # the exception the fake raised, if it did
+    done: bool = False
+
+    @property
+    def succeeded(self) -> bool:
+        return self.done and self.error is None
+
+
+Arg = TypeVar("Arg", bound=BaseModel)
+Result = TypeVar("Result")
+FakeMethod = Callable[[Any, Arg], Awaitable[Result]]
+
+
+def _fake(name: str) -> Callable[[FakeMethod[Arg, Result]], FakeMethod[Arg, Result]]:
+    """An activity under its real name that records every attempt and how it ended."""
+
+    def wrap(method: FakeMethod[Arg, Result]) -> FakeMethod[Arg, Result]:
+        @functools.wraps(method)
+        async def attempt(self: "FakeOrderSystems", request: Arg) -> Result:
+            call = self._log(name, request)
+            try:
+                result = await method(self, request)
+            except BaseException as err:
+                call.error, call.done = f"{type(err).__name__}: {err}", True
+                raise
+            call.result, call.done = result, True
+            return result
+
+        return activity.defn(name=name)(attempt)
+
+    return wrap
 
 
 def _open_gate() -> asyncio.Event:
@@ -136,11 +171,16 @@ class FakeOrderSystems:
     capture_declines: int = 0
     refund_refusals: int = 0
     down: set[str] = field(default_factory=set)
+    # A passing outage: the next N attempts of an activity (by name) fail, then it is back.
+    outages: dict[str, int] = field(default_factory=dict)
     refuse_records: int = 0
     pick_pack_cancelled: bool = False
     # Units held per order, as (warehouse, sku) -> units.
     held: dict[str, dict[tuple[str, str], int]] = field(default_factory=dict)
     revoked: set[tuple[str, str]] = field(default_factory=set)
+    # Units that left with a parcel, and units put back on the shelf, as (warehouse, sku).
+    committed: dict[tuple[str, str], int] = field(default_factory=dict)
+    restocked: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def activities(self) -> list[Callable[..., Any]]:
         return [
@@ -163,7 +203,12 @@ class FakeOrderSystems:
     # ---- what the tests read -----------------------------------------------------------------
 
     def called(self, name: str) -> list[Any]:
+        """What `name` was asked, every attempt (failed ones included)."""
         return [call.arg for call in self.calls if call.name == name]
+
+    def succeeded(self, name: str) -> list[Call]:
+        """The attempts of `name` that returned, with their results."""
+        return [call for call in self.calls if call.name == name and call.succeeded]
 
     def names(self) -> list[str]:
         """The business calls in order, without the read model's bookkeeping."""
@@ -176,16 +221,21 @@ class FakeOrderSystems:
     def emails(self) -> list[EmailKind]:
         return [email.kind for email in self.sent()]
 
-    def _log(self, name: str, arg: BaseModel) -> None:
-        self.calls.append(Call(name, arg.model_copy(deep=True)))
-        if name in self.down:
+    def _log(self, name: str, arg: BaseModel) -> Call:
+        call = Call(name, arg.model_copy(deep=True))
+        self.calls.append(call)
+        outage = self.outages.get(name, 0)
+        if outage > 0:
+            self.outages[name] = outage - 1
+        if name in self.down or outage > 0:
+            call.error, call.done = "RuntimeError: connection refused", True
             raise RuntimeError(f"{name}: connection refused")
+        return call
 
     # ---- customers and inventory -------------------------------------------------------------
 
-    @activity.defn(name="verify_customer")
+    @_fake("verify_customer")
     async def verify_customer(self, request: VerifyCustomerInput) -> VerifiedCustomer:
-        self._log("verify_customer", request)
         if request.customer_id in self.blocked:
             raise business_failure(CUSTOMER_REJECTED, "customer_blocked", "customer is blocked")
         customer = self.customers.get(request.customer_id)
@@ -195,9 +245,8 @@ class FakeOrderSystems:
             customer = customer.model_copy(update={"shipping_address": request.shipping_address})
         return customer
 
-    @activity.defn(name="reserve_stock")
+    @_fake("reserve_stock")
     async def reserve_stock(self, request: ReserveStockInput) -> Reservation:
-        self._log("reserve_stock", request)
         wanted: dict[str, int] = {}
         for item in request.items:
             if item.sku not in self.catalog:
@@ -240,39 +289,38 @@ class FakeOrderSystems:
                 held[(parcel.warehouse, line.sku)] = line.quantity
         return Reservation(order_id=request.order_id, lines=lines, parcels=parcels)
 
-    @activity.defn(name="release_stock")
+    @_fake("release_stock")
     async def release_stock(self, request: OrderRef) -> int:
-        self._log("release_stock", request)
         held = self.held.pop(request.order_id, {})
         for (warehouse, sku), quantity in held.items():
             self.catalog[sku].stock[warehouse] += quantity
         return sum(held.values())
 
-    @activity.defn(name="commit_stock")
+    @_fake("commit_stock")
     async def commit_stock(self, request: CommitStockInput) -> int:
-        self._log("commit_stock", request)
         held = self.held.get(request.order_id, {})
         mine = {key: n for key, n in held.items() if key[0] == request.warehouse}
-        for key in mine:
+        for key, units in mine.items():
             del held[key]
+            self.committed[key] = self.committed.get(key, 0) + units
         return sum(mine.values())
 
-    @activity.defn(name="restock")
+    @_fake("restock")
     async def restock(self, request: RestockInput) -> int:
-        self._log("restock", request)
         units = 0
         for parcel in request.parcels:
             for line in parcel.lines:
                 stock = self.catalog[line.sku].stock
                 stock[parcel.warehouse] = stock.get(parcel.warehouse, 0) + line.quantity
                 units += line.quantity
+                key = (parcel.warehouse, line.sku)
+                self.restocked[key] = self.restocked.get(key, 0) + line.quantity
         return units
 
     # ---- payments ----------------------------------------------------------------------------
 
-    @activity.defn(name="authorize_payment")
+    @_fake("authorize_payment")
     async def authorize_payment(self, request: AuthorizePaymentInput) -> PaymentAuthorization:
-        self._log("authorize_payment", request)
         if request.token == DECLINED_TOKEN:
             raise business_failure(PAYMENT_DECLINED, "card_declined", "the card was declined")
         if request.token == FLAKY_TOKEN and activity.info().attempt <= self.flaky_failures:
@@ -282,27 +330,28 @@ class FakeOrderSystems:
             authorization_id=f"auth-{request.idempotency_key}", amount=request.amount
         )
 
-    @activity.defn(name="capture_payment")
+    @_fake("capture_payment")
     async def capture_payment(self, request: CapturePaymentInput) -> PaymentResult:
-        self._log("capture_payment", request)
         await self.capture_allowed.wait()
         if self.capture_declines > 0:
             self.capture_declines -= 1
             raise business_failure(PAYMENT_DECLINED, "card_declined", "the capture was declined")
         return PaymentResult(transaction_id=f"cap-{request.idempotency_key}", amount=request.amount)
 
-    @activity.defn(name="void_payment")
+    @_fake("void_payment")
     async def void_payment(self, request: VoidPaymentInput) -> PaymentResult:
         """Releases what the authorization holds uncaptured, as the real processor does."""
-        self._log("void_payment", request)
         authorization = f"auth-{request.authorize_key}"
-        captured = sum(c.amount for c in self.called("capture_payment"))
+        captured = sum(
+            c.result.amount
+            for c in self.succeeded("capture_payment")
+            if c.arg.authorization_id == authorization
+        )
         left = self.authorized.get(authorization, 0) - captured
         return PaymentResult(transaction_id=f"void-{request.idempotency_key}", amount=left)
 
-    @activity.defn(name="refund_payment")
+    @_fake("refund_payment")
     async def refund_payment(self, request: RefundPaymentInput) -> PaymentResult:
-        self._log("refund_payment", request)
         if self.refund_refusals > 0:
             self.refund_refusals -= 1
             raise business_failure(REFUND_REFUSED, "refund_refused", "the processor refused it")
@@ -310,9 +359,8 @@ class FakeOrderSystems:
 
     # ---- warehouse and carrier ---------------------------------------------------------------
 
-    @activity.defn(name="pick_and_pack")
+    @_fake("pick_and_pack")
     async def pick_and_pack(self, request: PickPackInput) -> Parcel:
-        self._log("pick_and_pack", request)
         try:
             while self.hold_pick_pack or request.warehouse in self.held_warehouses:
                 activity.heartbeat("picking")
@@ -325,12 +373,11 @@ class FakeOrderSystems:
             items=sum(ln.quantity for ln in request.lines),
         )
 
-    @activity.defn(name="book_shipment")
+    @_fake("book_shipment")
     async def book_shipment(self, request: BookShipmentInput) -> BookedShipment:
         """Tracking numbers a test can predict: `TRK-<order>-SHP-1` for the order's first
         parcel, `TRK-<order>-RET-1-exchange` for the exchange sent for RET-1,
         `RTN-<order>-RET-1` for its return label."""
-        self._log("book_shipment", request)
         if request.direction is ShipmentDirection.RETURN:
             tracking = f"RTN-{request.order_id}-{request.parcel_id.removesuffix('-label')}"
         else:
@@ -339,24 +386,21 @@ class FakeOrderSystems:
 
     # ---- notifications -----------------------------------------------------------------------
 
-    @activity.defn(name="notify_support")
+    @_fake("notify_support")
     async def notify_support(self, request: SupportInquiryInput) -> EmailReceipt:
-        self._log("notify_support", request)
         return EmailReceipt(message_id=f"<{request.idempotency_key}@fake>", already_sent=False)
 
     # ---- downloads and read model ------------------------------------------------------------
 
-    @activity.defn(name="revoke_downloads")
+    @_fake("revoke_downloads")
     async def revoke_downloads(self, request: RevokeDownloadsInput) -> int:
-        self._log("revoke_downloads", request)
         self.revoked.update((request.order_id, sku) for sku in request.skus)
         return len(request.skus)
 
-    @activity.defn(name="record_order")
+    @_fake("record_order")
     async def record_order(self, request: RecordOrderInput) -> None:
         """Refuses the next `refuse_records` records as the database refuses bad data, unless
         asked to scrub it."""
-        self._log("record_order", request)
         if self.refuse_records > 0 and not request.scrub:
             self.refuse_records -= 1
             raise ApplicationError(
