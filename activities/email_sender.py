@@ -39,8 +39,9 @@ R = TypeVar("R")
 # How long a sender may take before another may try the same email again (EMAIL_SEND_LEASE):
 # past any send the SMTP timeouts allow.
 LEASE = timedelta(seconds=30)
-# Between failed attempts: doubling from 2 s, at most 5 minutes.
-FIRST_BACKOFF, MAX_BACKOFF = timedelta(seconds=2), timedelta(minutes=5)
+# Between failed attempts: doubling from 2 s, at most a minute, so emails flow again within
+# a minute of the mail server's return.
+FIRST_BACKOFF, MAX_BACKOFF = timedelta(seconds=2), timedelta(minutes=1)
 
 
 class Delivery(StrEnum):
