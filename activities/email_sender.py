@@ -90,19 +90,20 @@ def deliver(engine: Engine, send: Send, key: str, *, lease: timedelta = LEASE) -
             .values(attempts=col(SentEmail.attempts) + 1, next_attempt_at=now + lease)
         ).rowcount
         row = session.get(SentEmail, key)
-        session.commit()
         if row is None:
             raise LookupError(f"email {key} is sent only once it is recorded")
-        if not claimed:
-            return Delivery.ALREADY_SENT if row.sent_at is not None else Delivery.BUSY
+        sent, order_id = row.sent_at is not None, row.order_id
         text, attempts = row.message or "", row.attempts
+        session.commit()  # the claim, before the send
+    if not claimed:
+        return Delivery.ALREADY_SENT if sent else Delivery.BUSY
     message = Parser(_class=EmailMessage, policy=policy.default).parsestr(text)
     try:
         send(message)
     except smtplib.SMTPResponseException as err:
         if 500 <= err.smtp_code < 600:  # a permanent answer: sending again cannot help
             _finish(engine, key, refused=f"{err.smtp_code} {err.smtp_error!r}"[:300])
-            log.error("email %s to order %s refused for good: %s", key, row.order_id, err)
+            log.error("email %s to order %s refused for good: %s", key, order_id, err)
             return Delivery.REFUSED
         _retry_later(engine, key, attempts, err)
         return Delivery.FAILED
