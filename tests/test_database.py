@@ -6,7 +6,6 @@ set (a database created for the test and dropped after it).
 """
 
 import logging
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import BigInteger, Engine, create_engine, inspect, text
+from sqlalchemy import BigInteger, Engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, select
 
@@ -31,7 +30,7 @@ from database import (
 )
 from models.tables import Customer, Product
 from settings import Settings
-from tests.conftest import POSTGRES_SKIP_REASON, POSTGRES_URL
+from tests.conftest import fresh_postgres_database
 
 MONEY_COLUMNS = {
     "product": ["price"],
@@ -46,21 +45,8 @@ def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'empty.db'}"
         return
-    if not POSTGRES_URL:
-        pytest.skip(POSTGRES_SKIP_REASON)
-    name = f"ordermill_migrations_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(
-        POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://", 1),
-        isolation_level="AUTOCOMMIT",
-    )
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_postgres_database("ordermill_migrations") as url:
+        yield url
 
 
 @pytest.fixture

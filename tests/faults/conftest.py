@@ -21,7 +21,6 @@ import signal
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email import policy
@@ -33,7 +32,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import Envelope
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import make_url
 from sqlmodel import Session, col, select
 from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client, WorkflowHandle
@@ -55,10 +54,9 @@ from models.tables import PaymentTransaction, SentEmail
 from models.wire import ORDER_STATUS, QUERY_STATUS, SEARCH_ATTRIBUTES, search_attribute_type
 from temporal_client import start_order
 from tests.conftest import (
-    POSTGRES_SKIP_REASON,
-    POSTGRES_URL,
     eventually,
     free_port,
+    fresh_postgres_database,
     new_id,
     venv_binary,
 )
@@ -239,21 +237,8 @@ def workers(tmp_path: Path, dev_server: DevServer) -> Iterator[Workers]:
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A fresh database of this test's own on the PostgreSQL of TEST_POSTGRES_URL."""
-    if not POSTGRES_URL:
-        pytest.skip(POSTGRES_SKIP_REASON)
-    name = f"ordermill_fault_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(
-        POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://", 1),
-        isolation_level="AUTOCOMMIT",
-    )
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_postgres_database("ordermill_fault") as url:
+        yield url
 
 
 class TcpProxy:
