@@ -7,16 +7,8 @@ and what is in each.
 from collections.abc import Callable
 
 from models.activities import SUPPORT_EMAILS, EmailKind
-from models.orders import (
-    CarrierStatus,
-    InquiryView,
-    OrderView,
-    RefundKind,
-    RefundView,
-    ReturnView,
-    ShipmentView,
-    money,
-)
+from models.orders import InquiryView, OrderView, RefundKind, RefundView, ReturnView, money
+from models.shipments import CarrierStatus, ShipmentView
 
 
 def _lines(order: OrderView) -> str:

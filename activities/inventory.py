@@ -17,7 +17,8 @@ from models.activities import (
     RestockInput,
     StockAllocation,
 )
-from models.orders import OrderLine, ShipmentLine
+from models.orders import OrderLine
+from models.shipments import ShipmentLine
 from models.tables import Product, Restock, Stock, StockReservation, Warehouse
 from workflows.allocation import allocate
 

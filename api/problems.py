@@ -22,7 +22,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from models.http import BASE64, FieldError, ProblemDocument
-from models.orders import MULTI_LINE, ONE_LINE
+from models.text import MULTI_LINE, ONE_LINE
 
 log = logging.getLogger("ordermill.api")
 

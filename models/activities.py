@@ -4,15 +4,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel
 
-from models.orders import (
-    Address,
-    DeliveryOption,
-    InquiryView,
-    OrderItem,
-    OrderLine,
-    OrderView,
-    ShipmentLine,
-)
+from models.orders import Address, DeliveryOption, InquiryView, OrderItem, OrderLine, OrderView
+from models.shipments import ShipmentLine
 
 
 class VerifyCustomerInput(BaseModel):

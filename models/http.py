@@ -14,14 +14,13 @@ from models.orders import (
     MAX_LINES,
     MAX_QUANTITY,
     Address,
-    CarrierStatus,
     DeliveryOption,
     OrderItem,
     OrderStatus,
     PaymentMethod,
-    ShortText,
-    Text,
 )
+from models.shipments import CarrierStatus
+from models.text import ShortText, Text
 
 CUSTOMER_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 # Base64 as protobuf JSON reads bytes (the codec server's payloads): standard or URL-safe

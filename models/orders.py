@@ -8,31 +8,17 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, computed_field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, computed_field
+
+from models.shipments import (
+    ShipmentLine,
+    ShipmentView,
+)
+from models.text import ONE_LINE, CardToken, CountryCode, LongText, ShortText, Sku, Text
 
 CURRENCY = "USD"
 MAX_LINES = 100
 MAX_QUANTITY = 1000
-
-Sku = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9][A-Z0-9-]{0,63}$")]
-# Free text never holds control characters (NUL, escapes, C1 codes): PostgreSQL refuses NUL,
-# and none belongs in an email header or a log line. Text of several lines (messages,
-# comments) may hold tabs and line breaks; everything else is one line.
-ONE_LINE = r"^[^\x00-\x1f\x7f-\x9f]*$"
-MULTI_LINE = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
-Text = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=ONE_LINE)
-]
-# One line, possibly empty (an address's second line, a cancel's reason).
-ShortText = Annotated[
-    str, StringConstraints(strip_whitespace=True, max_length=200, pattern=ONE_LINE)
-]
-LongText = Annotated[str, StringConstraints(max_length=2000, pattern=MULTI_LINE)]
-CountryCode = Annotated[
-    str, StringConstraints(strip_whitespace=True, to_upper=True, pattern=r"^[A-Za-z]{2}$")
-]
-# Card tokens only: a raw card number can never match this, so it can never reach a payload.
-CardToken = Annotated[str, StringConstraints(pattern=r"^tok_[A-Za-z0-9_]{1,64}$")]
 
 
 class OrderStatus(StrEnum):
@@ -87,31 +73,6 @@ class DeliveryOption(StrEnum):
 
 
 SHIPPING_FEES = {DeliveryOption.STANDARD: 499, DeliveryOption.EXPRESS: 1499}
-
-
-class CarrierStatus(StrEnum):
-    """EasyPost's tracking vocabulary."""
-
-    PRE_TRANSIT = "pre_transit"
-    IN_TRANSIT = "in_transit"
-    OUT_FOR_DELIVERY = "out_for_delivery"
-    DELIVERED = "delivered"
-    RETURN_TO_SENDER = "return_to_sender"
-    FAILURE = "failure"
-
-
-# A shipment only moves forward: an older event arriving late never rewinds it.
-CARRIER_PROGRESS = {
-    CarrierStatus.PRE_TRANSIT: 1,
-    CarrierStatus.IN_TRANSIT: 2,
-    CarrierStatus.OUT_FOR_DELIVERY: 3,
-    CarrierStatus.DELIVERED: 4,
-    CarrierStatus.RETURN_TO_SENDER: 4,
-    CarrierStatus.FAILURE: 4,
-}
-CARRIER_FINAL = frozenset(
-    {CarrierStatus.DELIVERED, CarrierStatus.RETURN_TO_SENDER, CarrierStatus.FAILURE}
-)
 
 
 class Address(BaseModel):
@@ -222,41 +183,6 @@ class PaymentSummary(BaseModel):
     # Captures an operator gave up on (a declined capture's hold, rejected): never collected.
     written_off: int = 0
     captures: list[CaptureView] = []
-
-
-class CarrierEvent(BaseModel):
-    """A tracking event as the carrier reported it."""
-
-    event_id: str = Field(min_length=1, max_length=200, pattern=ONE_LINE)
-    tracking_number: str = Field(min_length=1, max_length=100, pattern=ONE_LINE)
-    status: CarrierStatus
-    # Aware only: a naive time cannot be ordered beside the carrier's other events.
-    occurred_at: AwareDatetime
-    description: str | None = Field(default=None, max_length=500, pattern=ONE_LINE)
-
-
-class ShipmentLine(BaseModel):
-    """Units of one SKU in one parcel."""
-
-    sku: str
-    quantity: int
-
-
-class ShipmentView(BaseModel):
-    """One parcel: an outbound parcel from a warehouse, an exchange, or a return label.
-
-    Outbound parcels exist from the moment stock is allocated; carrier and tracking number are
-    null until the parcel is booked, and `status` follows the carrier's vocabulary from then.
-    """
-
-    shipment_id: str
-    warehouse: str | None = None
-    lines: list[ShipmentLine] = []
-    status: CarrierStatus | None = None
-    carrier: str | None = None
-    tracking_number: str | None = None
-    shipped_at: datetime | None = None
-    events: list[CarrierEvent] = []
 
 
 class Problem(BaseModel):

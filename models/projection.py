@@ -7,7 +7,8 @@ thing whoever wrote it and a new column is filled everywhere at once.
 
 from typing import Any
 
-from models.orders import CURRENCY, CarrierEvent, OrderView, ShipmentView, tracking_numbers
+from models.orders import CURRENCY, OrderView, tracking_numbers
+from models.shipments import CarrierEvent, ShipmentView
 from models.tables import OrderEvent, OrderRecord, ShipmentEvent
 
 

@@ -33,7 +33,8 @@ sys.path.insert(0, str(ROOT))  # settings.py and friends live at the repository 
 import httpx  # noqa: E402
 
 from api.signatures import SIGNATURE_HEADER, secrets_from_setting, sign  # noqa: E402
-from models.orders import FINAL_STATUSES, CarrierStatus, OrderStatus  # noqa: E402
+from models.orders import FINAL_STATUSES, OrderStatus  # noqa: E402
+from models.shipments import CarrierStatus  # noqa: E402
 from settings import DEV_API_KEY_ENTRIES, Settings  # noqa: E402
 
 # The development client key `make run` prints (omk_dev_client); ORDERMILL_API_KEY replaces it.

@@ -33,8 +33,6 @@ from temporalio.worker import Worker
 from database import init_database
 from models.orders import (
     CancelRequest,
-    CarrierEvent,
-    CarrierStatus,
     FeedbackRequest,
     FeedbackView,
     GoodwillRefundRequest,
@@ -56,6 +54,7 @@ from models.orders import (
     ReturnStatus,
     ReturnView,
 )
+from models.shipments import CarrierEvent, CarrierStatus
 from models.wire import (
     QUERY_STATUS,
     SEARCH_ATTRIBUTES,

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from itertools import combinations
 
 from models.activities import StockAllocation
-from models.orders import ShipmentLine
+from models.shipments import ShipmentLine
 
 
 def allocate(

@@ -24,15 +24,14 @@ from models.activities import (
 from models.orders import (
     Address,
     CancelRequest,
-    CarrierStatus,
     OrderStatus,
     OrderView,
     PlaceOrderInput,
     Problem,
     RefundKind,
-    ShipmentView,
     money,
 )
+from models.shipments import CarrierStatus, ShipmentView
 from workflows import policies, rules
 from workflows.holds import HoldRejected, Holds
 from workflows.journal import Journal

@@ -14,14 +14,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 from models.activities import EmailKind
-from models.orders import (
-    HoldCode,
-    HoldDecision,
-    HoldResolution,
-    HoldView,
-    OrderStatus,
-    OrderView,
-)
+from models.orders import HoldCode, HoldDecision, HoldResolution, HoldView, OrderStatus, OrderView
 from models.wire import ORDER_HOLDS
 from workflows.journal import Journal
 from workflows.policies import failure_code

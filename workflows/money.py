@@ -18,14 +18,7 @@ from models.activities import (
     RefundPaymentInput,
     VoidPaymentInput,
 )
-from models.orders import (
-    CaptureView,
-    HoldCode,
-    PaymentSummary,
-    RefundKind,
-    RefundView,
-    money,
-)
+from models.orders import CaptureView, HoldCode, PaymentSummary, RefundKind, RefundView, money
 from workflows import policies, rules
 from workflows.holds import HoldRejected, Holds
 from workflows.journal import Journal

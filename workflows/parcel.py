@@ -24,7 +24,8 @@ from models.activities import (
 from models.activities import (
     Parcel as PackedParcel,
 )
-from models.orders import Address, CarrierEvent, CarrierStatus, DeliveryOption, ShipmentView
+from models.orders import Address, DeliveryOption
+from models.shipments import CarrierEvent, CarrierStatus, ShipmentView
 from workflows import policies, rules
 from workflows.holds import HoldRejected, Holds
 

@@ -26,7 +26,6 @@ from models.orders import (
     AFTER_DELIVERY_STATUSES,
     OPEN_RETURN_STATUSES,
     Address,
-    CarrierStatus,
     DeliveryOption,
     OrderItem,
     PlaceOrderInput,
@@ -35,9 +34,9 @@ from models.orders import (
     ReturnResolution,
     ReturnStatus,
     ReturnView,
-    ShipmentView,
     money,
 )
+from models.shipments import CarrierStatus, ShipmentView
 from workflows import policies, rules
 from workflows.holds import HoldRejected, Holds
 from workflows.journal import Journal

@@ -8,20 +8,22 @@ from collections.abc import Iterable
 
 from models.activities import StockAllocation
 from models.orders import (
-    CARRIER_FINAL,
-    CARRIER_PROGRESS,
-    CarrierEvent,
-    CarrierStatus,
     OrderItem,
     OrderLine,
     OrderStatus,
     ReturnLine,
     ReturnStatus,
     ReturnView,
-    ShipmentLine,
-    ShipmentView,
     Totals,
     money,
+)
+from models.shipments import (
+    CARRIER_FINAL,
+    CARRIER_PROGRESS,
+    CarrierEvent,
+    CarrierStatus,
+    ShipmentLine,
+    ShipmentView,
 )
 
 # Units of one SKU, however they were asked for: ordered, returned or packed.

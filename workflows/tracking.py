@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from temporalio import workflow
 from temporalio.common import RawValue
 
-from models.orders import CarrierEvent
+from models.shipments import CarrierEvent
 from workflows.journal import Journal
 from workflows.parcel import Parcel
 

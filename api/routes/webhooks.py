@@ -28,8 +28,8 @@ from api.deps import EngineDep, SettingsDep, TemporalClientDep
 from api.order_calls import temporal_unavailable
 from api.problems import ApiProblem, field_errors, invalid, not_found, problem_responses
 from models.http import CARRIER_EVENT_EXAMPLES, WebhookAck
-from models.orders import CarrierEvent
 from models.projection import shipment_event_row
+from models.shipments import CarrierEvent
 from models.tables import CarrierWebhookReceipt, Shipment, ShipmentEvent
 from models.wire import SIGNAL_CARRIER_EVENT, order_workflow_id
 

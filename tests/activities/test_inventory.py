@@ -24,7 +24,8 @@ from models.activities import (
     RestockInput,
     StockAllocation,
 )
-from models.orders import OrderItem, ShipmentLine
+from models.orders import OrderItem
+from models.shipments import ShipmentLine
 from models.tables import Product, Stock, StockReservation
 
 EAST, WEST = "WH-EAST", "WH-WEST"

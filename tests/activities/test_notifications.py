@@ -19,7 +19,6 @@ from activities.email_templates import TEMPLATES, render
 from activities.notifications import Mailer, NotificationActivities, OutboxNotifier
 from models.activities import DIGITAL_DELIVERY_EVENT, EmailKind, OrderEmail, SupportInquiryInput
 from models.orders import (
-    CarrierStatus,
     DeliveryOption,
     InquiryView,
     OrderItem,
@@ -32,11 +31,10 @@ from models.orders import (
     ReturnResolution,
     ReturnStatus,
     ReturnView,
-    ShipmentLine,
-    ShipmentView,
     TimelineEntry,
     order_totals,
 )
+from models.shipments import CarrierStatus, ShipmentLine, ShipmentView
 from models.tables import SentEmail
 from tests.activities.email_helpers import SendAtOnce
 

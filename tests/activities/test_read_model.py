@@ -18,8 +18,6 @@ from activities.notifications import Mailer
 from activities.read_model import ReadModelActivities
 from models.activities import EmailKind, OrderEmail, RecordOrderInput
 from models.orders import (
-    CarrierEvent,
-    CarrierStatus,
     DeliveryOption,
     OrderItem,
     OrderLine,
@@ -31,12 +29,11 @@ from models.orders import (
     ReturnResolution,
     ReturnStatus,
     ReturnView,
-    ShipmentLine,
-    ShipmentView,
     TimelineEntry,
     Totals,
 )
 from models.projection import order_record_values, placed_order_record
+from models.shipments import CarrierEvent, CarrierStatus, ShipmentLine, ShipmentView
 from models.tables import OrderEvent, OrderRecord, SentEmail, Shipment, ShipmentEvent
 from tests.activities.email_helpers import SendAtOnce
 

@@ -8,7 +8,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.warehouse import WarehouseActivities
 from models.activities import PickPackInput
-from models.orders import ShipmentLine
+from models.shipments import ShipmentLine
 
 PARCEL = PickPackInput(
     order_id="o-1",

@@ -10,8 +10,6 @@ import pytest
 from sqlmodel import Session, select
 
 from models.orders import (
-    CarrierEvent,
-    CarrierStatus,
     OrderItem,
     OrderStatus,
     OrderTimeouts,
@@ -19,6 +17,7 @@ from models.orders import (
     PaymentMethod,
     PlaceOrderInput,
 )
+from models.shipments import CarrierEvent, CarrierStatus
 from models.tables import (
     OrderEvent,
     OrderRecord,

@@ -41,8 +41,6 @@ from temporalio.service import RPCError
 
 from database import init_database, make_engine
 from models.orders import (
-    CarrierEvent,
-    CarrierStatus,
     OrderItem,
     OrderStatus,
     OrderTimeouts,
@@ -50,6 +48,7 @@ from models.orders import (
     PaymentMethod,
     PlaceOrderInput,
 )
+from models.shipments import CarrierEvent, CarrierStatus
 from models.tables import PaymentTransaction, SentEmail
 from models.wire import ORDER_STATUS, QUERY_STATUS, SEARCH_ATTRIBUTES, search_attribute_type
 from temporal_client import start_order

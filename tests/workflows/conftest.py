@@ -19,8 +19,6 @@ from temporalio.testing import WorkflowEnvironment
 
 from models.orders import (
     CancelRequest,
-    CarrierEvent,
-    CarrierStatus,
     HoldDecision,
     HoldResolution,
     HoldView,
@@ -30,6 +28,7 @@ from models.orders import (
     PaymentMethod,
     PlaceOrderInput,
 )
+from models.shipments import CarrierEvent, CarrierStatus
 from models.wire import (
     SIGNAL_CARRIER_EVENT,
     UPDATE_CANCEL,

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from models.activities import StockAllocation
-from models.orders import ShipmentLine
+from models.shipments import ShipmentLine
 from workflows.allocation import allocate
 
 RANKED = ["WH-EAST", "WH-WEST", "WH-NORTH"]

@@ -11,7 +11,6 @@ from temporalio.exceptions import ApplicationError
 
 from models.activities import EmailKind
 from models.orders import (
-    CarrierStatus,
     HoldCode,
     HoldResolution,
     InquiryRequest,
@@ -19,6 +18,7 @@ from models.orders import (
     OrderStatus,
     OrderView,
 )
+from models.shipments import CarrierStatus
 from models.wire import ORDER_HOLDS, UPDATE_ASK
 from tests.conftest import eventually
 from tests.workflows.conftest import OrderUnderTest

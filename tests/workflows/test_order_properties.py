@@ -73,11 +73,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from models.activities import OrderEmail, ShipmentDirection
 from models.orders import (
-    CARRIER_FINAL,
     FINAL_STATUSES,
     CancelRequest,
-    CarrierEvent,
-    CarrierStatus,
     FeedbackRequest,
     GoodwillRefundRequest,
     HoldDecision,
@@ -93,8 +90,8 @@ from models.orders import (
     ReturnRequest,
     ReturnResolution,
     ReturnStatus,
-    ShipmentView,
 )
+from models.shipments import CARRIER_FINAL, CarrierEvent, CarrierStatus, ShipmentView
 from models.wire import (
     ORDER_HOLDS,
     SEARCH_ATTRIBUTES,

@@ -13,12 +13,8 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 
 from models.activities import EmailKind, RecordOrderInput
-from models.orders import (
-    CarrierStatus,
-    OrderStatus,
-    OrderView,
-    TimelineEntry,
-)
+from models.orders import OrderStatus, OrderView, TimelineEntry
+from models.shipments import CarrierStatus
 from models.wire import CUSTOMER_ID, ORDER_STATUS
 from tests.conftest import eventually
 from tests.fakes import ADA, DECLINED_TOKEN, FLAKY_TOKEN

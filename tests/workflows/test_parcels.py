@@ -11,7 +11,6 @@ from temporalio.exceptions import ApplicationError
 
 from models.activities import EmailKind
 from models.orders import (
-    CarrierStatus,
     OrderStatus,
     OrderView,
     RefundKind,
@@ -19,6 +18,7 @@ from models.orders import (
     ReturnResolution,
     ReturnStatus,
 )
+from models.shipments import CarrierStatus
 from models.wire import UPDATE_REQUEST_RETURN
 from tests.conftest import eventually
 from tests.workflows.conftest import OrderUnderTest

@@ -16,7 +16,6 @@ from temporalio.exceptions import ApplicationError
 
 from models.activities import EmailKind, RefundPaymentInput, ShipmentDirection
 from models.orders import (
-    CarrierStatus,
     FeedbackRequest,
     FeedbackView,
     GoodwillRefundRequest,
@@ -37,6 +36,7 @@ from models.orders import (
     ReturnStatus,
     ReturnView,
 )
+from models.shipments import CarrierStatus
 from models.wire import (
     UPDATE_ASK,
     UPDATE_FEEDBACK,

@@ -3,8 +3,6 @@
 from datetime import UTC, datetime, timedelta
 
 from models.orders import (
-    CarrierEvent,
-    CarrierStatus,
     DeliveryOption,
     OrderLine,
     OrderStatus,
@@ -13,10 +11,9 @@ from models.orders import (
     ReturnResolution,
     ReturnStatus,
     ReturnView,
-    ShipmentLine,
-    ShipmentView,
     order_totals,
 )
+from models.shipments import CarrierEvent, CarrierStatus, ShipmentLine, ShipmentView
 from workflows import rules
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
