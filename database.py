@@ -201,6 +201,16 @@ DEMO_CUSTOMERS = [
         country="US",
         blocked=True,
     ),
+    Customer(
+        id="cus_newbie",
+        name="Nell Newbie",
+        email="nell@example.com",
+        address_line1="2 Fresh Start Row",
+        city="Springfield",
+        postal_code="62703",
+        country="US",
+        review_required=True,  # every order of hers waits for an operator's risk review
+    ),
 ]
 
 DEMO_WAREHOUSES = [
@@ -215,6 +225,10 @@ DEMO_PRODUCTS = [
     Product(sku="BOOK-LASTCOPY", name="Signed first edition", price=25000),
     Product(sku="BOOK-SOLDOUT", name="Out-of-print atlas", price=4999),  # stocked nowhere
     Product(sku="EBOOK-DUNE", name="Dune (e-book)", price=999, digital=True),
+    # $1,200: any order of it waits for a risk review (RISK_REVIEW_THRESHOLD, $500).
+    Product(sku="BOOK-FIRST-EDITION", name="Dune, first edition (1965)", price=120000),
+    # Not out yet: orders wait in the backorder queue until POST /products/{sku}/stock.
+    Product(sku="BOOK-PREORDER", name="Dune: the lost chapters", price=2499, backorderable=True),
 ]
 
 # Dune in both warehouses (any order fits one parcel); Neuromancer only east and Earthsea only
@@ -225,6 +239,7 @@ DEMO_STOCK = [
     Stock(sku="BOOK-NEUROMANCER", warehouse="WH-EAST", on_hand=500),
     Stock(sku="BOOK-EARTHSEA", warehouse="WH-WEST", on_hand=200),
     Stock(sku="BOOK-LASTCOPY", warehouse="WH-EAST", on_hand=1),
+    Stock(sku="BOOK-FIRST-EDITION", warehouse="WH-EAST", on_hand=3),
 ]
 
 

@@ -1,5 +1,6 @@
 """Inputs and outputs of the order's activities: one model in, one model out."""
 
+from datetime import datetime
 from enum import StrEnum
 
 from pydantic import BaseModel
@@ -18,6 +19,7 @@ class VerifiedCustomer(BaseModel):
     name: str
     email: str
     shipping_address: Address
+    review_required: bool = False  # every order of theirs waits for a risk review
 
 
 class ReserveStockInput(BaseModel):
@@ -25,6 +27,10 @@ class ReserveStockInput(BaseModel):
     items: list[OrderItem]
     # An exchange ships in one parcel: refuse rather than split it across warehouses.
     single_warehouse: bool = False
+    # A new order may wait in the backorder queue for backorderable SKUs that are short; an
+    # exchange may not. `placed_at` is its place in that queue.
+    allow_backorder: bool = False
+    placed_at: datetime | None = None
 
 
 class StockAllocation(BaseModel):
@@ -39,6 +45,52 @@ class Reservation(BaseModel):
     lines: list[OrderLine]
     # One per warehouse, in the warehouses' order; digital lines are in none.
     parcels: list[StockAllocation] = []
+    # Backorderable SKUs that were short: the order waits in the backorder queue, holding
+    # nothing (parcels empty) until a stock receipt serves it whole.
+    backordered: list[str] = []
+
+
+class BackorderFilled(BaseModel):
+    """The signal a stock receipt sends an order it served: the units now held for it."""
+
+    receipt_id: str
+    parcels: list[StockAllocation]
+
+
+class ReceiveStockInput(BaseModel):
+    """Units arrived at a warehouse (a stock receipt), given to waiting orders in turn."""
+
+    receipt_id: str
+    sku: str
+    warehouse: str
+    add: int
+    received_by: str | None = None
+
+
+class FilledBackorder(BaseModel):
+    order_id: str
+    parcels: list[StockAllocation]
+
+
+class StockLevel(BaseModel):
+    warehouse: str
+    on_hand: int
+    reserved: int
+
+    @property
+    def available(self) -> int:
+        return self.on_hand - self.reserved
+
+
+class StockReceiptResult(BaseModel):
+    """What a receipt did: the backorders it filled, oldest first, and the stock after it."""
+
+    receipt_id: str
+    sku: str
+    warehouse: str
+    added: int
+    filled: list[FilledBackorder]
+    stock: list[StockLevel]
 
 
 class OrderRef(BaseModel):
@@ -63,6 +115,7 @@ class AuthorizePaymentInput(BaseModel):
 class PaymentAuthorization(BaseModel):
     authorization_id: str
     amount: int
+    expires_at: datetime | None = None  # when the processor lets it lapse
 
 
 class CapturePaymentInput(BaseModel):

@@ -15,6 +15,7 @@ from models.orders import (
     MAX_QUANTITY,
     Address,
     DeliveryOption,
+    HoldCode,
     OrderItem,
     OrderStatus,
     PaymentMethod,
@@ -120,6 +121,7 @@ class OrderSummary(BaseModel):
     tracking_numbers: list[str] = Field(
         default=[], description="The order's parcels' tracking numbers, once each is booked"
     )
+    holds: list[HoldCode] = Field(default=[], description="The codes of its open holds")
     placed_at: datetime
     updated_at: datetime
 
@@ -145,6 +147,7 @@ class WarehouseStockView(BaseModel):
 
     warehouse: str = Field(description="Warehouse code, e.g. WH-EAST")
     available: int = Field(description="Units on hand there and not reserved")
+    on_hand: int = Field(description="Units on the shelf there, reserved ones included")
 
 
 class ProductView(BaseModel):
@@ -153,6 +156,9 @@ class ProductView(BaseModel):
     price: int = Field(description="Unit price in minor units")
     currency: str
     digital: bool
+    backorderable: bool = Field(
+        description="When short, orders wait for it (status `backordered`) instead of being refused"
+    )
     available: int | None = Field(
         description="Units on hand and not reserved, over all warehouses; null for digital "
         "goods, which never run out"
@@ -161,6 +167,28 @@ class ProductView(BaseModel):
         description="Per warehouse that stocks the product, in rank order (which breaks "
         "allocation ties); empty for digital goods"
     )
+
+
+class StockArrival(BaseModel):
+    """Units that arrived at a warehouse (a stock receipt)."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"warehouse": "WH-EAST", "add": 10}]}
+    )
+
+    warehouse: Annotated[str, StringConstraints(pattern=r"^[A-Z0-9][A-Z0-9-]{0,31}$")]
+    add: int = Field(ge=1, le=100_000, description="Units that arrived")
+
+
+class StockReceiptView(BaseModel):
+    """A stock receipt: the orders it served from the backorder queue, oldest first, and the
+    product's stock after it."""
+
+    receipt_id: str
+    warehouse: str
+    added: int
+    filled_orders: list[str] = Field(description="Backordered orders served, in queue order")
+    product: ProductView
 
 
 class CreateCustomerRequest(BaseModel):

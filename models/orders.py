@@ -38,6 +38,8 @@ class OrderStatus(StrEnum):
     COMPLETED = "completed"
     # Waiting for an operator's decision before anything more is sent (see HoldView).
     ON_HOLD = "on_hold"
+    # Authorized and waiting for stock to arrive (a `backorder` hold); nothing is sent yet.
+    BACKORDERED = "backordered"
 
 
 # Statuses after which nothing more happens to the order.
@@ -63,7 +65,13 @@ AFTER_DELIVERY_STATUSES = frozenset(
 CAPTURED_STATUSES = AFTER_DELIVERY_STATUSES | {OrderStatus.PARTIALLY_SHIPPED, OrderStatus.SHIPPED}
 # Statuses in which the customer may still cancel: nothing has left the warehouse.
 CANCELLABLE_STATUSES = frozenset(
-    {OrderStatus.RECEIVED, OrderStatus.CONFIRMED, OrderStatus.FULFILLING, OrderStatus.ON_HOLD}
+    {
+        OrderStatus.RECEIVED,
+        OrderStatus.CONFIRMED,
+        OrderStatus.FULFILLING,
+        OrderStatus.ON_HOLD,
+        OrderStatus.BACKORDERED,
+    }
 )
 
 
@@ -116,12 +124,20 @@ class OrderTimeouts(BaseModel):
     delivery_timeout: timedelta = timedelta(days=14)
     return_window: timedelta = timedelta(days=30)
     return_arrival_timeout: timedelta = timedelta(days=30)
+    # An operator's risk review not decided by then cancels the order (`review_timeout`).
+    review_timeout: timedelta = timedelta(days=3)
+    # Stock that has not arrived by then cancels the order (`backorder_timeout`).
+    backorder_timeout: timedelta = timedelta(days=30)
+    # How long before the card authorization expires a waiting order renews it.
+    auth_renew_margin: timedelta = timedelta(days=1)
 
 
 class OrderLimits(BaseModel):
     """How much customer service one order takes; chosen by whoever starts it (settings)."""
 
     max_inquiries: int = 20
+    # An order of at least this total (minor units) waits for an operator's risk review.
+    risk_review_threshold: int = 50000
 
 
 class PlaceOrderInput(BaseModel):
@@ -162,17 +178,36 @@ class Totals(BaseModel):
     total: int
 
 
+class AuthorizationStatus(StrEnum):
+    LIVE = "live"  # holds the customer's funds; captures are charged to it
+    VOIDED = "voided"  # given back: cancelled, replaced by a renewal, or its rest released
+    EXPIRED = "expired"  # lapsed at the processor before it was captured or voided
+    CAPTURED = "captured"  # everything it held was captured
+
+
+class AuthorizationView(BaseModel):
+    """One card authorization. A waiting order renews it before it expires: a new one, then a
+    void of the old, so at most one is live for longer than the renewal takes."""
+
+    authorization_id: str
+    amount: int
+    authorized_at: datetime
+    expires_at: datetime | None = Field(default=None, description="As the processor set it")
+    status: AuthorizationStatus = AuthorizationStatus.LIVE
+
+
 class CaptureView(BaseModel):
-    """One capture against the order's authorization: a parcel's share, taken at hand-over."""
+    """One capture: a parcel's share, taken at hand-over from the live authorization."""
 
     capture_id: str
+    authorization_id: str | None = None
     shipment_id: str | None = None
     amount: int
     at: datetime
 
 
 class PaymentSummary(BaseModel):
-    authorization_id: str | None = None
+    authorization_id: str | None = Field(default=None, description="The live authorization")
     authorized: int = 0
     captured: int = 0
     refunded: int = 0
@@ -182,6 +217,7 @@ class PaymentSummary(BaseModel):
     voided: bool = False
     # Captures an operator gave up on (a declined capture's hold, rejected): never collected.
     written_off: int = 0
+    authorizations: list[AuthorizationView] = []
     captures: list[CaptureView] = []
 
 
@@ -271,6 +307,13 @@ class RefundKind(StrEnum):
     DELIVERY_FAILED = "delivery_failed"
 
 
+class RefundCharge(BaseModel):
+    """The part of a refund charged to one authorization's captures."""
+
+    authorization_id: str
+    amount: int
+
+
 class RefundView(BaseModel):
     refund_id: str
     kind: RefundKind
@@ -280,6 +323,7 @@ class RefundView(BaseModel):
     return_id: str | None = None
     # The processor refused it and an operator settled it with the customer outside ordermill.
     settled_outside: bool = False
+    charges: list[RefundCharge] = []
 
 
 class GoodwillRefundRequest(BaseModel):
@@ -327,6 +371,8 @@ class HoldCode(StrEnum):
     REFUND_REFUSED = "refund_refused"  # the processor refused a refund
     RETRIES_EXHAUSTED = "retries_exhausted"  # an outside system stayed down past its bound
     DATA_REJECTED = "data_rejected"  # the database refused the order's data
+    RISK_REVIEW = "risk_review"  # a large or flagged order: a person looks before it ships
+    BACKORDER = "backorder"  # waiting for stock; released when it arrives, never by hand
 
 
 class HoldResolution(StrEnum):
@@ -341,9 +387,13 @@ class HoldView(BaseModel):
     code: HoldCode
     detail: str
     placed_at: datetime
+    expires_at: datetime | None = Field(
+        default=None, description="Rejected then, undecided (a review's or backorder's timeout)"
+    )
     resolved_at: datetime | None = None
     resolution: HoldResolution | None = None
     reason: str | None = Field(default=None, description="The operator's words")
+    timed_out: bool = False
 
 
 class HoldDecision(BaseModel):
@@ -379,6 +429,7 @@ class OrderView(BaseModel):
     inquiries: list[InquiryView] = []
     feedback: FeedbackView | None = None
     holds: list[HoldView] = []
+    backordered: list[str] = Field(default=[], description="SKUs the order waits for")
 
 
 def received_view(order: PlaceOrderInput) -> OrderView:

@@ -9,7 +9,7 @@ from typing import Any
 
 from models.orders import CURRENCY, OrderView, tracking_numbers
 from models.shipments import CarrierEvent, ShipmentView
-from models.tables import OrderEvent, OrderRecord, ShipmentEvent
+from models.tables import OrderEvent, OrderHold, OrderRecord, ShipmentEvent
 
 
 def order_record_values(view: OrderView, version: int) -> dict[str, Any]:
@@ -26,11 +26,31 @@ def order_record_values(view: OrderView, version: int) -> dict[str, Any]:
         "captured": view.payment.captured,
         "refunded": view.payment.refunded,
         "tracking_numbers": tracking_numbers(view),
+        "open_holds": open_hold_codes(view),
         "version": version,
         "placed_at": view.placed_at,
         "updated_at": view.updated_at,
         "view_json": view.model_dump_json(),
     }
+
+
+def open_hold_codes(view: OrderView) -> list[str]:
+    """The codes of the holds the order waits on, as `OrderHolds` lists them."""
+    return sorted({hold.code.value for hold in view.holds if hold.resolution is None})
+
+
+def hold_rows(view: OrderView) -> list[OrderHold]:
+    """One row per hold, open or resolved, for the review queues."""
+    return [
+        OrderHold(
+            order_id=view.order_id,
+            hold_id=hold.hold_id,
+            code=hold.code.value,
+            placed_at=hold.placed_at,
+            resolved_at=hold.resolved_at,
+        )
+        for hold in view.holds
+    ]
 
 
 def placed_order_record(view: OrderView) -> OrderRecord:

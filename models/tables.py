@@ -21,6 +21,8 @@ class Product(SQLModel, table=True):
     price: int = Field(description="Unit price in minor units", sa_type=BigInteger)
     currency: str = "USD"
     digital: bool = False
+    # Orders may wait for it when it is short (the backorder queue) instead of being refused.
+    backorderable: bool = False
 
 
 class Warehouse(SQLModel, table=True):
@@ -54,6 +56,8 @@ class Customer(SQLModel, table=True):
     postal_code: str | None = None
     country: str | None = None
     blocked: bool = False
+    # Every order for this customer waits for an operator's risk review.
+    review_required: bool = False
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
 
@@ -83,6 +87,8 @@ class PaymentTransaction(SQLModel, table=True):
     token: str | None = Field(default=None, description="Card token; never a card number")
     shipment_id: str | None = Field(default=None, description="The parcel a capture pays for")
     reason: str | None = None
+    # An authorization lapses then: captures and voids of it are refused.
+    expires_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
 
@@ -141,6 +147,9 @@ class OrderRecord(SQLModel, table=True):
     tracking_numbers: list[str] = Field(
         default_factory=list, sa_column=Column(JSON, nullable=False, default=list)
     )
+    open_holds: list[str] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False, default=list)
+    )
     version: int = 0
     placed_at: datetime = Field(index=True, sa_type=DateTime(timezone=True))
     updated_at: datetime = Field(sa_type=DateTime(timezone=True))
@@ -159,6 +168,16 @@ class OrderEvent(SQLModel, table=True):
     event: str
     status: str
     detail: str = ""
+
+
+class OrderHold(SQLModel, table=True):
+    """Read model: the order's holds, one row each, so a review queue is an indexed query."""
+
+    order_id: str = Field(primary_key=True)
+    hold_id: str = Field(primary_key=True, max_length=64)
+    code: str = Field(index=True)
+    placed_at: datetime = Field(index=True, sa_type=DateTime(timezone=True))
+    resolved_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
 class IdempotencyKey(SQLModel, table=True):
@@ -216,3 +235,33 @@ class RevokedDownload(SQLModel, table=True):
     order_id: str = Field(primary_key=True)
     sku: str = Field(primary_key=True)
     revoked_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class Backorder(SQLModel, table=True):
+    """An order waiting in the backorder queue: served whole, in the order orders were placed.
+
+    `wanted` is its physical units per SKU; its stock is held (StockReservation rows) only
+    once a receipt fills it.
+    """
+
+    order_id: str = Field(primary_key=True)
+    placed_at: datetime = Field(index=True, sa_type=DateTime(timezone=True))
+    wanted: dict[str, int] = Field(sa_column=Column(JSON, nullable=False))
+    status: str = Field(default="waiting", index=True, description="waiting, filled or left")
+    receipt_id: str | None = Field(default=None, description="The receipt that filled it")
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class StockReceipt(SQLModel, table=True):
+    """The stock-receipt ledger: units that arrived, once per receipt, and whom they served."""
+
+    receipt_id: str = Field(primary_key=True, max_length=200)
+    sku: str = Field(foreign_key="product.sku")
+    warehouse: str = Field(foreign_key="warehouse.code")
+    quantity: int
+    received_by: str | None = None
+    filled: list[str] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False, default=list)
+    )
+    received_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))

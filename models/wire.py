@@ -11,8 +11,10 @@ from temporalio.common import SearchAttributeKey
 
 TASK_QUEUE = "orders"
 ORDER_WORKFLOW = "Order"
+STOCK_RECEIPT_WORKFLOW = "StockReceipt"
 
 SIGNAL_CARRIER_EVENT = "carrier_event"
+SIGNAL_BACKORDER_FILLED = "backorder_filled"
 UPDATE_CANCEL = "cancel"
 UPDATE_REQUEST_RETURN = "request_return"
 UPDATE_REFUND = "refund"
@@ -40,3 +42,8 @@ def search_attribute_type(key: SearchAttributeKey[Any]) -> str:
 def order_workflow_id(order_id: str) -> str:
     """The workflow id of an order: one order, one workflow, forever."""
     return f"order-{order_id}"
+
+
+def stock_receipt_workflow_id(receipt_id: str) -> str:
+    """One receipt, one workflow: a retried request finds the receipt it started."""
+    return f"stock-receipt-{receipt_id}"

@@ -148,7 +148,7 @@ def test_database_py_migrates_and_seeds_no_demo_customers_in_production(
     assert database.main() == 0  # again, in development: the shared demo customers too
     with Session(empty) as session:
         customers = session.exec(select(Customer)).all()
-    assert {c.id for c in customers} == {"cus_ada", "cus_grace", "cus_blocked"}
+    assert {c.id for c in customers} == {"cus_ada", "cus_grace", "cus_blocked", "cus_newbie"}
     assert {c.owner for c in customers} == {None}
 
 
