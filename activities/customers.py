@@ -58,6 +58,7 @@ class CustomerActivities:
             name=customer.name,
             email=customer.email,
             shipping_address=address,
+            review_required=customer.review_required,
         )
 
 

@@ -58,6 +58,14 @@ def _confirmation(order: OrderView, links: list[str], ref: str | None) -> tuple[
         if parcels > 1
         else "We will email you again when it ships."
     )
+    if order.backordered:
+        return (
+            f"Order {order.order_id} confirmed: backordered",
+            f"Thank you for your order:\n\n{_lines(order)}\n\n"
+            f"{', '.join(order.backordered)} is not in stock yet, so your order is backordered: "
+            "we hold your place in line and ship it as soon as the stock arrives. Your card is "
+            "authorized, not charged, until then; you may cancel at any time before it ships.",
+        )
     return (
         f"Order {order.order_id} confirmed",
         f"Thank you for your order. We have reserved your items:\n\n{_lines(order)}\n\n{when}",
@@ -142,10 +150,22 @@ def _rejected(order: OrderView, links: list[str], ref: str | None) -> tuple[str,
     )
 
 
+# Why an order was cancelled other than at the customer's request, in the customer's words.
+_CANCELLED_BECAUSE = {
+    "backorder_timeout": "the backordered items did not arrive in time",
+    "review_timeout": "we could not complete our checks of it in time",
+}
+
+
 def _cancelled(order: OrderView, links: list[str], ref: str | None) -> tuple[str, str]:
+    detail = order.reason.detail if order.reason else ""
+    because = _CANCELLED_BECAUSE.get(detail) or (
+        "we could not complete our checks of it" if detail.startswith("risk_review") else None
+    )
+    why = f"Your order is cancelled: {because}." if because else "Your order is cancelled."
     return (
         f"Order {order.order_id} is cancelled",
-        "Your order is cancelled as requested. Any payment hold on your card is released.",
+        f"{why} Nothing was charged, and any payment hold on your card is released.",
     )
 
 

@@ -1,26 +1,42 @@
-"""Stock across the warehouses: reserve at order time, commit a warehouse's share when its
-parcel leaves, release when the order stops, restock what comes back.
+"""Stock across the warehouses: reserve at order time (or queue the order for stock to come),
+give a stock receipt's units to the queue, commit a warehouse's share when its parcel leaves,
+release when the order stops, restock what comes back. The queue's rows: activities.backorders.
 
 Every call is idempotent per order, so Temporal may retry any of them safely.
 """
 
+from collections.abc import Iterable
+
 from sqlalchemy import Engine, text, update
 from sqlmodel import Session, col, select
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
+from activities import backorders
 from activities.errors import OUT_OF_STOCK, UNKNOWN_SKU, business_failure
 from models.activities import (
     CommitStockInput,
+    FilledBackorder,
     OrderRef,
+    ReceiveStockInput,
     Reservation,
     ReserveStockInput,
     RestockInput,
     StockAllocation,
+    StockLevel,
+    StockReceiptResult,
 )
 from models.orders import OrderLine
 from models.shipments import ShipmentLine
-from models.tables import Product, Restock, Stock, StockReservation, Warehouse
-from workflows.allocation import allocate
+from models.tables import (
+    Product,
+    Restock,
+    Stock,
+    StockReceipt,
+    StockReservation,
+    Warehouse,
+)
+from workflows.allocation import allocate, fill_backorders
 
 # How many times a reservation re-reads the stock after a racing order took units it had
 # allocated. Each lost race means another order committed a hold, so a few suffice; this is
@@ -39,7 +55,8 @@ class InventoryActivities:
     @activity.defn(name="reserve_stock")
     def reserve_stock(self, request: ReserveStockInput) -> Reservation:
         """Price every line from the catalog, allocate the physical ones over the warehouses
-        and hold them, all lines or none.
+        and hold them, all lines or none; or, when the short SKUs may all be backordered, put
+        the whole order in the backorder queue, holding nothing until a receipt serves it.
 
         Each hold is a conditional UPDATE (`on_hand - reserved >= quantity`), so of two orders
         racing for the last unit exactly one wins, on SQLite and PostgreSQL alike; the loser
@@ -50,14 +67,40 @@ class InventoryActivities:
             quantities[item.sku] = quantities.get(item.sku, 0) + item.quantity
 
         with Session(self._engine) as session:
-            lines = _priced_lines(session, quantities)
+            lines, backorderable = _priced_lines(session, quantities)
             wanted = {line.sku: line.quantity for line in lines if not line.digital}
+            # Only an order that may wait meets the queue, and only for SKUs that may wait.
+            queueable = backorderable & wanted.keys() if request.allow_backorder else set()
             for _ in range(ALLOCATION_ATTEMPTS):
                 _one_attempt_per_order(session, request.order_id)
-                held = _reservation_held(session, request.order_id, list(quantities))
-                if held is not None:  # a retry after the hold committed
-                    return Reservation(order_id=request.order_id, lines=lines, parcels=held)
-                parcels = _allocation(session, wanted, single=request.single_warehouse)
+                if queueable:
+                    backorders.lock_queue(session)
+                earlier = _earlier_reservation(session, request.order_id, lines, queueable)
+                if earlier is not None:  # a retry after an attempt committed
+                    return earlier
+                # Behind an order already waiting for one of its SKUs, it waits too, even with
+                # the units on hand: taking them would serve it ahead of the older order.
+                behind = queueable & backorders.skus_waited_for(session) if queueable else set()
+                available = _free_stock(session, wanted)
+                parcels = None
+                if not behind:
+                    parcels = allocate(
+                        wanted,
+                        available,
+                        _warehouse_order(session),
+                        single_warehouse=request.single_warehouse,
+                    )
+                if parcels is None:
+                    short = behind | _short(wanted, available)
+                    if not short or not short <= queueable:
+                        raise _out_of_stock(wanted, available)
+                    backorders.join(session, request.order_id, request.placed_at, wanted)
+                    session.commit()
+                    return Reservation(
+                        order_id=request.order_id,
+                        lines=lines,
+                        backordered=[sku for sku in wanted if sku in short],
+                    )
                 try:
                     _hold(session, request.order_id, parcels)
                 except _LostRace:
@@ -72,16 +115,43 @@ class InventoryActivities:
             f"({ALLOCATION_ATTEMPTS} attempts)",
         )
 
+    @activity.defn(name="receive_stock")
+    def receive_stock(self, request: ReceiveStockInput) -> StockReceiptResult:
+        """Units arrived: put them on the shelf and hold them for the waiting orders they
+        serve, oldest first and whole orders only, in one transaction. Once per receipt id:
+        a retry adds nothing and answers what the receipt did."""
+        with Session(self._engine) as session:
+            # Before any stock row is touched: receipts and queued orders take turns, and each
+            # then locks stock rows in (sku, warehouse) order, as every hold does.
+            backorders.lock_queue(session)
+            receipt = session.get(StockReceipt, request.receipt_id)
+            if receipt is None:
+                backorders.check_receivable(session, request)
+                receipt = _receive(session, request)
+                session.commit()
+            return _receipt_result(session, receipt)
+
     @activity.defn(name="release_stock")
     def release_stock(self, request: OrderRef) -> int:
-        """Give every warehouse's held stock of the order back; returns the units released
-        (0 on a retry)."""
-        return self._settle(request.order_id, None, to_status="released", ship=False)
+        """Give every warehouse's held stock of the order back and take it out of the
+        backorder queue; returns the units released (0 on a retry)."""
+        with Session(self._engine) as session:
+            # Before the holds are read: a receipt filling the order first has committed its
+            # holds (released below); one after finds the order gone from the queue.
+            backorders.leave(session, request.order_id)
+            units = _settle(session, request.order_id, None, to_status="released", ship=False)
+            session.commit()
+        return units
 
     @activity.defn(name="commit_stock")
     def commit_stock(self, request: CommitStockInput) -> int:
         """One warehouse's held stock left with its parcel: it is no longer on hand there."""
-        return self._settle(request.order_id, request.warehouse, to_status="committed", ship=True)
+        with Session(self._engine) as session:
+            units = _settle(
+                session, request.order_id, request.warehouse, to_status="committed", ship=True
+            )
+            session.commit()
+        return units
 
     @activity.defn(name="restock")
     def restock(self, request: RestockInput) -> int:
@@ -90,7 +160,7 @@ class InventoryActivities:
         units: dict[tuple[str, str], int] = {}
         for parcel in request.parcels:
             for line in parcel.lines:
-                key = (parcel.warehouse, line.sku)
+                key = (line.sku, parcel.warehouse)
                 units[key] = units.get(key, 0) + line.quantity
 
         with Session(self._engine) as session:
@@ -104,7 +174,8 @@ class InventoryActivities:
                 )
             }
             restocked = 0
-            for (warehouse, sku), quantity in units.items():
+            # In (sku, warehouse) order, as holds and receipts lock stock rows: no deadlock.
+            for (sku, warehouse), quantity in sorted(units.items()):
                 if (warehouse, sku) in done or quantity <= 0:
                     continue
                 # An attempt racing its own retry makes the second insert fail the unique
@@ -130,49 +201,49 @@ class InventoryActivities:
             session.commit()
         return restocked
 
-    def _settle(self, order_id: str, warehouse: str | None, *, to_status: str, ship: bool) -> int:
-        """Move the order's held rows (of one warehouse, or all) to `to_status`."""
-        query = select(StockReservation).where(
-            StockReservation.order_id == order_id, StockReservation.status == "held"
+
+def _settle(
+    session: Session, order_id: str, warehouse: str | None, *, to_status: str, ship: bool
+) -> int:
+    """Move the order's held rows (of one warehouse, or all) to `to_status`."""
+    query = select(StockReservation).where(
+        StockReservation.order_id == order_id, StockReservation.status == "held"
+    )
+    if warehouse is not None:
+        query = query.where(StockReservation.warehouse == warehouse)
+    # FOR UPDATE: a timed-out attempt still running beside its retry waits here, then finds
+    # the holds settled (PostgreSQL re-checks the WHERE); SQLite's BEGIN IMMEDIATE already
+    # serialises the two. Stock rows are then updated in (sku, warehouse) order, the order
+    # reserve_stock locks them in, so the two never deadlock.
+    holds = session.exec(
+        query.order_by(col(StockReservation.sku), col(StockReservation.warehouse)).with_for_update()
+    ).all()
+    units = 0
+    for hold in holds:
+        values = {"reserved": col(Stock.reserved) - hold.quantity}
+        if ship:
+            values["on_hand"] = col(Stock.on_hand) - hold.quantity
+        session.execute(
+            update(Stock)
+            .where(col(Stock.sku) == hold.sku, col(Stock.warehouse) == hold.warehouse)
+            .values(**values)
         )
-        if warehouse is not None:
-            query = query.where(StockReservation.warehouse == warehouse)
-        units = 0
-        with Session(self._engine) as session:
-            # FOR UPDATE: a timed-out attempt still running beside its retry waits here, then
-            # finds the holds settled (PostgreSQL re-checks the WHERE); SQLite's BEGIN IMMEDIATE
-            # already serialises the two. Stock rows are then updated in (sku, warehouse)
-            # order, the order reserve_stock locks them in, so the two never deadlock.
-            holds = session.exec(
-                query.order_by(
-                    col(StockReservation.sku), col(StockReservation.warehouse)
-                ).with_for_update()
-            ).all()
-            for hold in holds:
-                values = {"reserved": col(Stock.reserved) - hold.quantity}
-                if ship:
-                    values["on_hand"] = col(Stock.on_hand) - hold.quantity
-                session.execute(
-                    update(Stock)
-                    .where(col(Stock.sku) == hold.sku, col(Stock.warehouse) == hold.warehouse)
-                    .values(**values)
-                )
-                hold.status = to_status
-                session.add(hold)
-                units += hold.quantity
-            session.commit()
-        return units
+        hold.status = to_status
+        session.add(hold)
+        units += hold.quantity
+    return units
 
 
-def _priced_lines(session: Session, quantities: dict[str, int]) -> list[OrderLine]:
-    """The order's lines as the catalog prices them now, in the order they were asked for."""
+def _priced_lines(session: Session, quantities: dict[str, int]) -> tuple[list[OrderLine], set[str]]:
+    """The order's lines as the catalog prices them now, in the order they were asked for,
+    and which of their SKUs orders may wait for."""
     products = {
         p.sku: p for p in session.exec(select(Product).where(col(Product.sku).in_(quantities)))
     }
     for sku in quantities:
         if sku not in products:
             raise business_failure(UNKNOWN_SKU, "unknown_sku", f"{sku} is not in the catalog")
-    return [
+    lines = [
         OrderLine(
             sku=sku,
             name=products[sku].name,
@@ -182,6 +253,7 @@ def _priced_lines(session: Session, quantities: dict[str, int]) -> list[OrderLin
         )
         for sku, quantity in quantities.items()
     ]
+    return lines, {sku for sku, p in products.items() if p.backorderable and not p.digital}
 
 
 def _one_attempt_per_order(session: Session, order_id: str) -> None:
@@ -200,6 +272,24 @@ def _one_attempt_per_order(session: Session, order_id: str) -> None:
 
 def _ranks(session: Session) -> dict[str, int]:
     return {w.code: w.rank for w in session.exec(select(Warehouse))}
+
+
+def _warehouse_order(session: Session) -> list[str]:
+    ranks = _ranks(session)
+    return sorted(ranks, key=ranks.__getitem__)
+
+
+def _earlier_reservation(
+    session: Session, order_id: str, lines: list[OrderLine], queueable: set[str]
+) -> Reservation | None:
+    """What an earlier attempt of the order committed, answered again; None if none did."""
+    held = _reservation_held(session, order_id, [line.sku for line in lines])
+    if held is not None:  # its holds, or those a receipt made when it filled the backorder
+        return Reservation(order_id=order_id, lines=lines, parcels=held)
+    waits_for = backorders.waits_for(session, order_id, queueable)
+    if waits_for is None:
+        return None
+    return Reservation(order_id=order_id, lines=lines, backordered=waits_for)
 
 
 def _reservation_held(
@@ -222,26 +312,29 @@ def _reservation_held(
     ]
 
 
-def _allocation(session: Session, wanted: dict[str, int], *, single: bool) -> list[StockAllocation]:
-    """Where `wanted` would ship from as the stock stands now; OutOfStock if nowhere."""
-    if not wanted:
-        return []
-    ranks = _ranks(session)
+def _free_stock(session: Session, skus: Iterable[str]) -> dict[str, dict[str, int]]:
+    """Units on hand and not held, per warehouse and SKU."""
     available: dict[str, dict[str, int]] = {}
-    for stock in session.exec(select(Stock).where(col(Stock.sku).in_(wanted))):
+    for stock in session.exec(select(Stock).where(col(Stock.sku).in_(list(skus)))):
         available.setdefault(stock.warehouse, {})[stock.sku] = stock.on_hand - stock.reserved
-    parcels = allocate(
-        wanted, available, sorted(ranks, key=ranks.__getitem__), single_warehouse=single
-    )
-    if parcels is not None:
-        return parcels
+    return available
+
+
+def _short(wanted: dict[str, int], available: dict[str, dict[str, int]]) -> set[str]:
+    """The SKUs of which fewer units are free, over every warehouse, than are wanted."""
     free = {sku: sum(max(levels.get(sku, 0), 0) for levels in available.values()) for sku in wanted}
-    short = [f"{sku} for {units}" for sku, units in wanted.items() if free[sku] < units]
+    return {sku for sku, units in wanted.items() if free[sku] < units}
+
+
+def _out_of_stock(wanted: dict[str, int], available: dict[str, dict[str, int]]) -> ApplicationError:
+    short = [
+        f"{sku} for {units}" for sku, units in wanted.items() if sku in _short(wanted, available)
+    ]
     if short:
-        raise business_failure(
+        return business_failure(
             OUT_OF_STOCK, "out_of_stock", "not enough stock of " + ", ".join(short)
         )
-    raise business_failure(
+    return business_failure(
         OUT_OF_STOCK,
         "out_of_stock",
         "no single warehouse holds all of "
@@ -270,3 +363,70 @@ def _hold(session: Session, order_id: str, parcels: list[StockAllocation]) -> No
         session.add(
             StockReservation(order_id=order_id, sku=sku, warehouse=warehouse, quantity=quantity)
         )
+
+
+# ---- stock receipts --------------------------------------------------------------------------
+
+
+def _receive(session: Session, request: ReceiveStockInput) -> StockReceipt:
+    """Shelve the units and serve the queue with them; the caller holds the queue lock."""
+    queue = backorders.waiting(session)
+    skus = {request.sku} | {sku for row in queue for sku in row.wanted}
+    # Every stock row the receipt may hold from, locked before it is read: no ordinary order
+    # takes units between the allocation and its holds, so those cannot lose a race.
+    shelves = {
+        (row.sku, row.warehouse): row
+        for row in session.exec(
+            select(Stock)
+            .where(col(Stock.sku).in_(sorted(skus)))
+            .order_by(col(Stock.sku), col(Stock.warehouse))
+            .with_for_update()
+        )
+    }
+    shelf = shelves.setdefault(
+        (request.sku, request.warehouse), Stock(sku=request.sku, warehouse=request.warehouse)
+    )
+    shelf.on_hand += request.add
+    session.add(shelf)
+    session.flush()  # before the holds' conditional UPDATEs read it
+    available: dict[str, dict[str, int]] = {}
+    for row in shelves.values():
+        available.setdefault(row.warehouse, {})[row.sku] = row.on_hand - row.reserved
+    served = fill_backorders(
+        [(row.order_id, row.wanted) for row in queue], available, _warehouse_order(session)
+    )
+    for order_id, parcels in served:
+        _hold(session, order_id, parcels)
+    filled = [order_id for order_id, _ in served]
+    backorders.mark_filled(
+        session, [row for row in queue if row.order_id in filled], request.receipt_id
+    )
+    return backorders.record_receipt(session, request, filled)
+
+
+def _receipt_result(session: Session, receipt: StockReceipt) -> StockReceiptResult:
+    """A receipt's outcome, rebuilt from what it recorded: the same answer on every retry
+    (the stock levels as they stand now)."""
+    filled = [
+        FilledBackorder(
+            order_id=row.order_id,
+            parcels=_reservation_held(session, row.order_id, list(row.wanted)) or [],
+        )
+        for row in backorders.filled_by(session, receipt)
+    ]
+    ranks = _ranks(session)
+    levels = sorted(
+        session.exec(select(Stock).where(Stock.sku == receipt.sku)),
+        key=lambda level: ranks[level.warehouse],
+    )
+    return StockReceiptResult(
+        receipt_id=receipt.receipt_id,
+        sku=receipt.sku,
+        warehouse=receipt.warehouse,
+        added=receipt.quantity,
+        filled=filled,
+        stock=[
+            StockLevel(warehouse=level.warehouse, on_hand=level.on_hand, reserved=level.reserved)
+            for level in levels
+        ],
+    )

@@ -5,13 +5,16 @@ activity returns the first result instead of charging again.
 
 An authorization is captured in parts, one per parcel as it is handed over, as real processors
 allow: the approved captures never add up to more than was authorized, and a void releases
-whatever is not captured and closes the authorization.
+whatever is not captured and closes the authorization. An authorization lapses, as a real one
+does, a while after it is made: it can then be neither captured nor voided, while refunds of
+what it captured stay possible.
 """
 
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from sqlalchemy import ColumnElement, Engine, func
@@ -48,7 +51,9 @@ class GatewayUnavailable(Exception):
 class PaymentGateway(Protocol):
     def authorize(
         self, *, order_id: str, token: str, amount: int, currency: str, idempotency_key: str
-    ) -> str: ...
+    ) -> PaymentAuthorization:
+        """The authorization, with when the processor lets it lapse."""
+        ...
 
     def capture(
         self,
@@ -93,19 +98,30 @@ class SimulatedCardProcessor:
     like a processor's transient outage), then approves; `tok_captureDeclined` approves the
     authorization and declines its captures. Any other `tok_...` approves.
 
+    Authorizations lapse `auth_validity` after they are made (`clock` tells the time; a week
+    at most processors for an online card payment): captures of a lapsed one, and voids of one
+    with something left to release, are declined `authorization_expired`.
+
     Captures, voids and refunds of one authorization are serialised on its ledger row (a row
     lock on PostgreSQL; SQLite's `BEGIN IMMEDIATE` serialises every writer), so two calls with
     different keys racing each other cannot both spend the same remainder.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        auth_validity: timedelta = timedelta(days=7),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self._engine = engine
+        self._validity = auth_validity
+        self._clock = clock
         self._flaky_attempts: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def authorize(
         self, *, order_id: str, token: str, amount: int, currency: str, idempotency_key: str
-    ) -> str:
+    ) -> PaymentAuthorization:
         existing = self._find(idempotency_key)
         if existing is None:
             if token == FLAKY_TOKEN:
@@ -126,12 +142,17 @@ class SimulatedCardProcessor:
                     currency=currency,
                     token=token,
                     reason=code,
+                    expires_at=None if code else self._clock() + self._validity,
                 )
             )
         if existing.status == "declined":
             code = existing.reason or "card_declined"
             raise PaymentDeclined(code, dict(DECLINING_TOKENS.values()).get(code, code))
-        return existing.id
+        return PaymentAuthorization(
+            authorization_id=existing.id,
+            amount=existing.amount,
+            expires_at=_aware(existing.expires_at),
+        )
 
     def capture(
         self,
@@ -143,7 +164,7 @@ class SimulatedCardProcessor:
         shipment_id: str | None = None,
     ) -> str:
         """One partial capture; declines leave no row, so a retry is judged afresh (and, as
-        captures only grow and a void is final, judged the same)."""
+        captures only grow and a void and a lapse are final, judged the same)."""
         existing = self._find(idempotency_key)
         if existing is not None:
             return existing.id
@@ -158,6 +179,7 @@ class SimulatedCardProcessor:
                 raise PaymentDeclined("amount_invalid", f"cannot capture {amount}")
             if _total(session, authorization_id, "void"):
                 raise PaymentDeclined("authorization_closed", f"{authorization_id} was voided")
+            self._refuse_if_lapsed(auth)
             if auth.token == CAPTURE_DECLINING_TOKEN:
                 raise PaymentDeclined("capture_declined", "the issuer declined the capture")
             captured = _total(session, authorization_id, "capture")
@@ -188,7 +210,8 @@ class SimulatedCardProcessor:
         Nothing is recorded (and nothing released: no id, amount 0) when there is nothing to
         release: no approved authorization, one fully captured, or one an earlier void (with
         another key) already closed. A fully captured authorization takes no more captures
-        anyway, so it needs no void row to close it.
+        anyway, so it needs no void row to close it. A lapsed one with something left is
+        declined (`authorization_expired`): the processor has let it go by itself.
         """
         existing = self._find(idempotency_key)
         if existing is not None:
@@ -205,6 +228,7 @@ class SimulatedCardProcessor:
             remainder = auth.amount - _total(session, auth.id, "capture")
             if remainder <= 0:
                 return _nothing_released()
+            self._refuse_if_lapsed(auth)
             void = self._insert(
                 session,
                 PaymentTransaction(
@@ -259,6 +283,13 @@ class SimulatedCardProcessor:
                     reason=reason,
                 ),
             ).id
+
+    def _refuse_if_lapsed(self, auth: PaymentTransaction) -> None:
+        expires_at = _aware(auth.expires_at)
+        if expires_at is not None and self._clock() >= expires_at:
+            raise PaymentDeclined(
+                "authorization_expired", f"{auth.id} expired at {expires_at.isoformat()}"
+            )
 
     def _session(self) -> Session:
         # Rows stay readable after the commit, without a second transaction to reload them.
@@ -316,6 +347,11 @@ def _total(session: Session, authorization_id: str, kind: str) -> int:
     return int(total)
 
 
+def _aware(moment: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; every stored time is UTC."""
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
 def _nothing_released() -> PaymentResult:
     return PaymentResult(transaction_id=None, amount=0)
 
@@ -351,14 +387,13 @@ class PaymentActivities:
     @activity.defn(name="authorize_payment")
     def authorize_payment(self, request: AuthorizePaymentInput) -> PaymentAuthorization:
         with _declines_as(PAYMENT_DECLINED):
-            authorization_id = self._gateway.authorize(
+            return self._gateway.authorize(
                 order_id=request.order_id,
                 token=request.token,
                 amount=request.amount,
                 currency=request.currency,
                 idempotency_key=request.idempotency_key,
             )
-        return PaymentAuthorization(authorization_id=authorization_id, amount=request.amount)
 
     @activity.defn(name="capture_payment")
     def capture_payment(self, request: CapturePaymentInput) -> PaymentResult:
@@ -375,12 +410,14 @@ class PaymentActivities:
 
     @activity.defn(name="void_payment")
     def void_payment(self, request: VoidPaymentInput) -> PaymentResult:
-        """Release the uncaptured rest; `amount` is what was released (0 if nothing was)."""
-        return self._gateway.void(
-            order_id=request.order_id,
-            authorize_key=request.authorize_key,
-            idempotency_key=request.idempotency_key,
-        )
+        """Release the uncaptured rest; `amount` is what was released (0 if nothing was).
+        Refused (`authorization_expired`) once the authorization has lapsed by itself."""
+        with _declines_as(PAYMENT_DECLINED):
+            return self._gateway.void(
+                order_id=request.order_id,
+                authorize_key=request.authorize_key,
+                idempotency_key=request.idempotency_key,
+            )
 
     @activity.defn(name="refund_payment")
     def refund_payment(self, request: RefundPaymentInput) -> PaymentResult:

@@ -4,8 +4,10 @@ The workflow records a numbered snapshot on every change, and a record never goe
 the order's row is replaced whole, in one statement, and only by a higher version, so two
 records racing each other leave the newer snapshot and never a row mixing the two. Timeline
 rows and carrier events are facts that older snapshots hold too: they are inserted, or ignored
-when already there. The email a change triggers is recorded in the change's transaction and
-sent by the worker's EmailSender once it has committed.
+when already there. The order's holds (one row each, for the operators' queues) are written
+from the newest snapshot only, as the row is, and only for an order that has any. The email
+a change triggers is recorded in the change's transaction and sent by the worker's EmailSender
+once it has committed.
 """
 
 import re
@@ -14,7 +16,6 @@ from typing import Any
 
 from sqlalchemy import Engine, func
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.sql.dml import UpdateBase
 from sqlmodel import Session, SQLModel, col, select, update
 from temporalio import activity
 
@@ -24,12 +25,21 @@ from activities.notifications import Mailer
 from models.activities import RecordOrderInput
 from models.orders import OrderView
 from models.projection import (
+    hold_rows,
     order_record_values,
     shipment_event_row,
     timeline_rows,
     tracked_shipments,
 )
-from models.tables import OrderEvent, OrderRecord, SentEmail, Shipment, ShipmentEvent, utcnow
+from models.tables import (
+    OrderEvent,
+    OrderHold,
+    OrderRecord,
+    SentEmail,
+    Shipment,
+    ShipmentEvent,
+    utcnow,
+)
 
 
 class ReadModelActivities:
@@ -49,6 +59,8 @@ class ReadModelActivities:
             newest = _replace_row(session, order, request.version)
             _add_timeline(session, order)
             _record_shipments(session, order, newest=newest)
+            if newest and order.holds:  # an order without holds costs no statement here
+                _record_holds(session, order)
             if message is not None:
                 # A retried record keeps the first composition: the same email every time.
                 _insert_ignoring(session, SentEmail, [outbox_row(message)], ["idempotency_key"])
@@ -124,6 +136,21 @@ def _record_shipments(session: Session, order: OrderView, *, newest: bool) -> No
     _insert_ignoring(session, ShipmentEvent, events, ["tracking_number", "event_id"])
 
 
+def _record_holds(session: Session, order: OrderView) -> None:
+    """One row per hold, for the operators' queues, as the newest snapshot has it: a decided
+    hold gets its `resolved_at`. One statement, however many holds."""
+    statement = _dialect_insert(session, OrderHold).values(
+        [row.model_dump() for row in hold_rows(order)]
+    )
+    columns = ("code", "placed_at", "resolved_at")
+    session.exec(
+        statement.on_conflict_do_update(
+            index_elements=["order_id", "hold_id"],
+            set_={name: statement.excluded[name] for name in columns},
+        )
+    )
+
+
 def _insert_ignoring(
     session: Session, table: type[SQLModel], rows: Sequence[SQLModel], unique: list[str]
 ) -> int:
@@ -136,21 +163,20 @@ def _insert_ignoring(
         return 0
     values = [row.model_dump(exclude={"id"}) for row in rows]
     key = list(table.__table__.primary_key.columns)  # type: ignore[attr-defined]
+    statement = (
+        _dialect_insert(session, table)
+        .values(values)
+        .on_conflict_do_nothing(index_elements=unique)
+        .returning(*key)
+    )
+    return len(session.exec(statement).all())
+
+
+def _dialect_insert(session: Session, table: type[SQLModel]) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT that takes ON CONFLICT clauses, in ordermill's two dialects."""
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
-        statement: UpdateBase = (
-            postgresql.insert(table)
-            .values(values)
-            .on_conflict_do_nothing(index_elements=unique)
-            .returning(*key)
-        )
-    elif dialect == "sqlite":
-        statement = (
-            sqlite.insert(table)
-            .values(values)
-            .on_conflict_do_nothing(index_elements=unique)
-            .returning(*key)
-        )
-    else:
-        raise NotImplementedError(f"no insert-or-ignore for {dialect}")
-    return len(session.exec(statement).all())
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"no ON CONFLICT insert for {dialect}")

@@ -60,6 +60,25 @@ def test_a_blocked_customer_is_rejected(engine: Engine) -> None:
     assert rejected.value.details == ("customer_blocked",)
 
 
+def test_a_customer_flagged_for_review_is_verified_with_review_required(engine: Engine) -> None:
+    with Session(engine) as session:
+        session.add(
+            Customer(
+                id="cus_flagged",
+                name="Flagged",
+                email="flagged@example.com",
+                address_line1="1 Main St",
+                city="Springfield",
+                postal_code="62701",
+                country="US",
+                review_required=True,
+            )
+        )
+        session.commit()
+    assert verify(engine, "cus_flagged").review_required
+    assert not verify(engine, "cus_ada").review_required
+
+
 def test_a_retried_booking_returns_the_same_tracking_number(engine: Engine) -> None:
     shipping = ShippingActivities(SimulatedCarrier(engine))
     env = ActivityEnvironment()

@@ -1,16 +1,13 @@
-"""InventoryActivities against a real database (SQLite, and PostgreSQL when configured).
-
-The seeded stock (database.DEMO_STOCK): Dune in both warehouses, Neuromancer in WH-EAST only,
-Earthsea in WH-WEST only, the last copy in WH-EAST, the sold-out atlas nowhere.
-"""
+"""InventoryActivities against a real database (SQLite, and PostgreSQL when configured):
+reservations across warehouses, their races, commits, releases and restocks. The backorder
+queue and stock receipts are in test_backorders.py."""
 
 import threading
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
@@ -20,83 +17,20 @@ from models.activities import (
     CommitStockInput,
     OrderRef,
     Reservation,
-    ReserveStockInput,
     RestockInput,
-    StockAllocation,
 )
-from models.orders import OrderItem
-from models.shipments import ShipmentLine
-from models.tables import Product, Stock, StockReservation
-
-EAST, WEST = "WH-EAST", "WH-WEST"
-
-
-def reserve_input(order_id: str, single_warehouse: bool = False, **items: int) -> ReserveStockInput:
-    return ReserveStockInput(
-        order_id=order_id,
-        items=[OrderItem(sku=sku.replace("_", "-"), quantity=qty) for sku, qty in items.items()],
-        single_warehouse=single_warehouse,
-    )
-
-
-def parcel(warehouse: str, **lines: int) -> StockAllocation:
-    return StockAllocation(
-        warehouse=warehouse,
-        lines=[ShipmentLine(sku=sku.replace("_", "-"), quantity=q) for sku, q in lines.items()],
-    )
-
-
-def stock(engine: Engine, sku: str, warehouse: str) -> tuple[int, int]:
-    """(on hand, reserved)"""
-    with Session(engine) as session:
-        row = session.get(Stock, (sku, warehouse))
-        assert row is not None
-        return row.on_hand, row.reserved
-
-
-def holds(engine: Engine, order_id: str) -> list[tuple[str, str, int, str]]:
-    with Session(engine) as session:
-        rows = session.exec(
-            select(StockReservation).where(StockReservation.order_id == order_id)
-        ).all()
-        return sorted((row.sku, row.warehouse, row.quantity, row.status) for row in rows)
-
-
-def stock_product(engine: Engine, sku: str, **on_hand: int) -> None:
-    """A product of the test's own, with `on_hand` units per warehouse (WH_EAST=1, ...)."""
-    with Session(engine) as session:
-        session.add(Product(sku=sku, name=f"Test {sku}", price=100))
-        session.flush()
-        for warehouse, units in on_hand.items():
-            session.add(Stock(sku=sku, warehouse=warehouse.replace("_", "-"), on_hand=units))
-        session.commit()
-
-
-def race(
-    racers: int, attempt: Callable[[int], Reservation]
-) -> list[Reservation | ApplicationError]:
-    """Run `attempt(n)` for n in range(racers) at once; a business failure is an outcome."""
-    start = threading.Barrier(racers)
-
-    def run(n: int) -> Reservation | ApplicationError:
-        start.wait()
-        try:
-            return attempt(n)
-        except ApplicationError as err:
-            return err
-
-    with ThreadPoolExecutor(max_workers=racers) as pool:
-        return list(pool.map(run, range(racers)))
-
-
-def assert_out_of_stock(outcomes: list[object], sku: str) -> None:
-    for lost in outcomes:
-        assert isinstance(lost, ApplicationError), lost
-        assert lost.type == OUT_OF_STOCK
-        assert lost.non_retryable
-        assert lost.details == ("out_of_stock",)
-        assert sku in lost.message
-
+from models.tables import Stock
+from tests.activities.stock_helpers import (
+    EAST,
+    WEST,
+    assert_out_of_stock,
+    holds,
+    parcel,
+    race,
+    reserve_input,
+    stock,
+    stock_product,
+)
 
 # ---- races -----------------------------------------------------------------------------------
 

@@ -2,12 +2,14 @@
 
 An authorization is captured in parts (one per parcel), never past what was authorized; a void
 releases the rest. Races between calls with different keys are as safe as retries of one.
+An authorization lapses `VALIDITY` after it is made, on a clock the tests move.
 """
 
 import itertools
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 import pytest
@@ -23,6 +25,7 @@ from activities.payments import PaymentActivities, SimulatedCardProcessor
 from models.activities import (
     AuthorizePaymentInput,
     CapturePaymentInput,
+    PaymentAuthorization,
     PaymentResult,
     RefundPaymentInput,
     VoidPaymentInput,
@@ -49,15 +52,15 @@ def ledger(engine: Engine, order_id: str) -> list[tuple[str, str, int]]:
         return [(row.kind, row.status, row.amount) for row in rows]
 
 
-def authorize(
+def authorization(
     payments: PaymentActivities,
     order_id: str,
     *,
     token: str = "tok_visa",
     amount: int = 2398,
     idempotency_key: str | None = None,
-) -> str:
-    authorization = ActivityEnvironment().run(
+) -> PaymentAuthorization:
+    return ActivityEnvironment().run(
         payments.authorize_payment,
         AuthorizePaymentInput(
             order_id=order_id,
@@ -67,7 +70,19 @@ def authorize(
             idempotency_key=idempotency_key or key("auth"),
         ),
     )
-    return authorization.authorization_id
+
+
+def authorize(
+    payments: PaymentActivities,
+    order_id: str,
+    *,
+    token: str = "tok_visa",
+    amount: int = 2398,
+    idempotency_key: str | None = None,
+) -> str:
+    return authorization(
+        payments, order_id, token=token, amount=amount, idempotency_key=idempotency_key
+    ).authorization_id
 
 
 def capture(
@@ -144,9 +159,27 @@ def refund(
     )
 
 
+class Clock:
+    """The processor's time, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+VALIDITY = timedelta(days=7)
+
+
 @pytest.fixture
-def payments(engine: Engine) -> PaymentActivities:
-    return PaymentActivities(SimulatedCardProcessor(engine))
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def payments(engine: Engine, clock: Clock) -> PaymentActivities:
+    return PaymentActivities(SimulatedCardProcessor(engine, auth_validity=VALIDITY, clock=clock))
 
 
 def test_a_retried_authorize_and_capture_charge_once(
@@ -456,3 +489,87 @@ def test_refunds_are_in_the_currency_of_the_charge(
             )
         )
     assert currencies == {"EUR"}
+
+
+def test_an_authorization_expires_its_validity_after_it_is_made(
+    engine: Engine, payments: PaymentActivities, clock: Clock
+) -> None:
+    made = authorization(payments, "o-1", amount=1000)
+    assert made.amount == 1000
+    assert made.expires_at == clock.now + VALIDITY
+    with Session(engine) as session:
+        row = session.get(PaymentTransaction, made.authorization_id)
+        assert row is not None and row.expires_at is not None
+        stored = row.expires_at
+    # SQLite hands back naive datetimes; every stored time is UTC.
+    assert (stored if stored.tzinfo else stored.replace(tzinfo=UTC)) == made.expires_at
+
+
+def test_a_retried_authorize_returns_the_same_authorization_and_expiry(
+    payments: PaymentActivities, clock: Clock
+) -> None:
+    first = authorization(payments, "o-1", idempotency_key="auth-key")
+    clock.now += timedelta(hours=5)  # the retry comes later; the processor's answer does not
+    assert authorization(payments, "o-1", idempotency_key="auth-key") == first
+
+
+def test_a_capture_just_before_expiry_is_approved_and_one_after_is_declined(
+    engine: Engine, payments: PaymentActivities, clock: Clock
+) -> None:
+    approved = authorize(payments, "o-1", amount=1000)
+    clock.now += VALIDITY - timedelta(seconds=1)
+    first = capture(payments, "o-1", approved, 400, "cap-1")
+    assert first is not None
+
+    clock.now += timedelta(seconds=1)
+    with pytest.raises(ApplicationError) as declined:
+        capture(payments, "o-1", approved, 400, key("cap"))
+    assert (declined.value.type, declined.value.details) == (
+        PAYMENT_DECLINED,
+        ("authorization_expired",),
+    )
+    assert declined.value.non_retryable
+    # A retry of the capture made in time still gets its first answer.
+    assert capture(payments, "o-1", approved, 400, "cap-1") == first
+    assert [kind for kind, _, _ in ledger(engine, "o-1")] == ["authorize", "capture"]
+
+
+def test_a_void_of_an_expired_authorization_is_refused(
+    engine: Engine, payments: PaymentActivities, clock: Clock
+) -> None:
+    authorize(payments, "o-1", amount=1000, idempotency_key="auth-1")
+    clock.now += VALIDITY
+    with pytest.raises(ApplicationError) as refused:
+        void(payments, "o-1", "auth-1", "void-1")
+    assert (refused.value.type, refused.value.details) == (
+        PAYMENT_DECLINED,
+        ("authorization_expired",),
+    )
+    assert refused.value.non_retryable
+    assert ledger(engine, "o-1") == [("authorize", "approved", 1000)]
+
+
+def test_a_void_of_an_expired_authorization_with_nothing_left_releases_nothing(
+    engine: Engine, payments: PaymentActivities, clock: Clock
+) -> None:
+    approved = authorize(payments, "o-1", amount=1000, idempotency_key="auth-1")
+    capture(payments, "o-1", approved, 1000, key("cap"))
+    authorize(payments, "o-2", amount=500, idempotency_key="auth-2")
+    released = void(payments, "o-2", "auth-2", "void-2")
+    clock.now += VALIDITY
+
+    nothing = PaymentResult(transaction_id=None, amount=0)
+    assert void(payments, "o-1", "auth-1", key("void")) == nothing  # fully captured
+    assert void(payments, "o-2", "auth-2", key("void")) == nothing  # already voided
+    assert void(payments, "o-2", "auth-2", "void-2") == released  # a retry: its first answer
+    assert void(payments, "o-3", "never-used", key("void")) == nothing
+
+
+def test_a_refund_after_the_authorization_expired_is_still_made(
+    engine: Engine, payments: PaymentActivities, clock: Clock
+) -> None:
+    approved = authorize(payments, "o-1", amount=1000)
+    capture(payments, "o-1", approved, 1000, key("cap"))
+    clock.now += VALIDITY + timedelta(days=30)
+    assert refund(payments, "o-1", approved, 600, key("ref")) is not None
+    assert sorted(amount for kind, _, amount in ledger(engine, "o-1") if kind == "refund") == [600]

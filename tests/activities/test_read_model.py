@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, event, update
 from sqlmodel import Session, col, select
 from temporalio.testing import ActivityEnvironment
 
@@ -19,6 +19,9 @@ from activities.read_model import ReadModelActivities
 from models.activities import EmailKind, OrderEmail, RecordOrderInput
 from models.orders import (
     DeliveryOption,
+    HoldCode,
+    HoldResolution,
+    HoldView,
     OrderItem,
     OrderLine,
     OrderStatus,
@@ -34,7 +37,14 @@ from models.orders import (
 )
 from models.projection import order_record_values, placed_order_record
 from models.shipments import CarrierEvent, CarrierStatus, ShipmentLine, ShipmentView
-from models.tables import OrderEvent, OrderRecord, SentEmail, Shipment, ShipmentEvent
+from models.tables import (
+    OrderEvent,
+    OrderHold,
+    OrderRecord,
+    SentEmail,
+    Shipment,
+    ShipmentEvent,
+)
 from tests.activities.email_helpers import SendAtOnce
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -435,3 +445,84 @@ def test_concurrent_records_leave_the_highest_version_whole(engine: Engine) -> N
     assert stored(engine)[1] == list(range(30))  # every timeline entry, once
     assert sorted(notifier.keys()) == sorted(f"o-1:confirmation:{v}" for v in versions)
     assert all(sent_at is not None for sent_at in sent_emails(engine).values())
+
+
+def hold(hold_id: str, code: HoldCode, *, resolved: bool = False) -> HoldView:
+    placed_at = T0 + timedelta(minutes=len(hold_id))
+    return HoldView(
+        hold_id=hold_id,
+        code=code,
+        detail="test",
+        placed_at=placed_at,
+        resolved_at=placed_at + timedelta(hours=1) if resolved else None,
+        resolution=HoldResolution.RELEASED if resolved else None,
+    )
+
+
+def held(version: int, *holds: HoldView) -> RecordOrderInput:
+    request = snapshot(version)
+    order = request.order.model_copy(update={"holds": list(holds)})
+    return request.model_copy(update={"order": order})
+
+
+def stored_holds(engine: Engine) -> dict[str, tuple[str, datetime, datetime | None]]:
+    with Session(engine) as session:
+        rows = session.exec(select(OrderHold).where(OrderHold.order_id == "o-1")).all()
+        return {row.hold_id: (row.code, _utc(row.placed_at), _utc(row.resolved_at)) for row in rows}
+
+
+REVIEW = hold("risk_review", HoldCode.RISK_REVIEW)
+BACKORDER = hold("backorder", HoldCode.BACKORDER)
+CAPTURE = hold("capture_declined", HoldCode.CAPTURE_DECLINED)
+CAPTURE_2 = hold("capture_declined-2", HoldCode.CAPTURE_DECLINED)
+
+
+def test_the_holds_are_recorded_with_the_codes_of_the_open_ones(engine: Engine) -> None:
+    record(read_model(engine), held(1, REVIEW, CAPTURE, CAPTURE_2, BACKORDER))
+    row, _, _ = stored(engine)
+    assert row.open_holds == ["backorder", "capture_declined", "risk_review"]
+    assert stored_holds(engine) == {
+        h.hold_id: (h.code.value, h.placed_at, None)
+        for h in (REVIEW, CAPTURE, CAPTURE_2, BACKORDER)
+    }
+
+
+def test_a_resolved_hold_leaves_the_open_holds_and_gets_its_resolved_at(engine: Engine) -> None:
+    activities = read_model(engine)
+    record(activities, held(1, REVIEW, BACKORDER))
+    released = hold("risk_review", HoldCode.RISK_REVIEW, resolved=True)
+    record(activities, held(2, released, BACKORDER))
+
+    assert stored(engine)[0].open_holds == ["backorder"]
+    assert stored_holds(engine) == {
+        "risk_review": ("risk_review", released.placed_at, released.resolved_at),
+        "backorder": ("backorder", BACKORDER.placed_at, None),
+    }
+
+
+def test_an_older_snapshot_arriving_late_does_not_reopen_a_hold(engine: Engine) -> None:
+    activities = read_model(engine)
+    released = hold("risk_review", HoldCode.RISK_REVIEW, resolved=True)
+    record(activities, held(3, released))
+    record(activities, held(2, REVIEW, BACKORDER))  # late: the hold still open, another placed
+
+    row, _, _ = stored(engine)
+    assert (row.version, row.open_holds) == (3, [])
+    assert stored_holds(engine) == {
+        "risk_review": ("risk_review", released.placed_at, released.resolved_at)
+    }
+
+
+def test_an_order_without_holds_writes_no_hold_rows(engine: Engine) -> None:
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement.lower())
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        record(read_model(engine), snapshot(1))
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert statements and not [s for s in statements if "orderhold" in s]
+    assert stored(engine)[0].open_holds == []
