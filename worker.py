@@ -39,6 +39,7 @@ from models.wire import TASK_QUEUE
 from settings import Settings
 from temporal_client import connect_temporal
 from workflows.order import OrderWorkflow
+from workflows.stock_receipt import StockReceiptWorkflow
 
 log = logging.getLogger("ordermill.worker")
 
@@ -67,7 +68,9 @@ def build_activities(
     sender = sender or build_email_sender(settings, engine)
     customers = CustomerActivities(engine)
     inventory = InventoryActivities(engine)
-    payments = PaymentActivities(SimulatedCardProcessor(engine))
+    payments = PaymentActivities(
+        SimulatedCardProcessor(engine, auth_validity=settings.auth_validity)
+    )
     warehouse = WarehouseActivities(settings.fulfillment_delay)
     shipping = ShippingActivities(SimulatedCarrier(engine))
     mailer = Mailer(
@@ -89,6 +92,7 @@ def build_activities(
         inventory.release_stock,
         inventory.commit_stock,
         inventory.restock,
+        inventory.receive_stock,
         payments.authorize_payment,
         payments.capture_payment,
         payments.void_payment,
@@ -122,7 +126,7 @@ def build_worker(
     return Worker(
         client,
         task_queue=TASK_QUEUE,
-        workflows=[OrderWorkflow],
+        workflows=[OrderWorkflow, StockReceiptWorkflow],
         activities=build_activities(settings, engine, sender),
         activity_executor=executor,
         max_concurrent_activities=settings.activity_threads,

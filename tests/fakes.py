@@ -13,7 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -39,12 +39,14 @@ from models.activities import (
     CommitStockInput,
     EmailKind,
     EmailReceipt,
+    FilledBackorder,
     OrderEmail,
     OrderRef,
     Parcel,
     PaymentAuthorization,
     PaymentResult,
     PickPackInput,
+    ReceiveStockInput,
     RecordOrderInput,
     RefundPaymentInput,
     Reservation,
@@ -52,14 +54,17 @@ from models.activities import (
     RestockInput,
     RevokeDownloadsInput,
     ShipmentDirection,
+    StockLevel,
+    StockReceiptResult,
     SupportInquiryInput,
     VerifiedCustomer,
     VerifyCustomerInput,
     VoidPaymentInput,
 )
 from models.orders import Address, OrderLine
-from workflows.allocation import allocate
+from workflows.allocation import allocate, fill_backorders
 from workflows.order import OrderWorkflow
+from workflows.stock_receipt import StockReceiptWorkflow
 
 ADA_ADDRESS = Address(
     name="Ada Lovelace",
@@ -74,6 +79,13 @@ ADA = VerifiedCustomer(
     email="ada@example.com",
     shipping_address=ADA_ADDRESS,
 )
+NEWBIE = VerifiedCustomer(
+    customer_id="cus_newbie",
+    name="Nell Newbie",
+    email="nell@example.com",
+    shipping_address=ADA_ADDRESS,
+    review_required=True,
+)
 
 
 WAREHOUSES = ["WH-EAST", "WH-WEST"]
@@ -86,6 +98,7 @@ class FakeProduct:
     digital: bool = False
     # Free units per warehouse.
     stock: dict[str, int] = field(default_factory=lambda: {"WH-EAST": 100})
+    backorderable: bool = False
 
 
 def fake_catalog() -> dict[str, FakeProduct]:
@@ -95,6 +108,8 @@ def fake_catalog() -> dict[str, FakeProduct]:
         "BOOK-EARTHSEA": FakeProduct("A Wizard of Earthsea", 1299, stock={"WH-WEST": 100}),
         "BOOK-SOLDOUT": FakeProduct("Out-of-print atlas", 4999, stock={}),
         "EBOOK-DUNE": FakeProduct("Dune (e-book)", 999, digital=True, stock={}),
+        "BOOK-FIRST-EDITION": FakeProduct("Dune, first edition", 120000, stock={"WH-EAST": 3}),
+        "BOOK-PREORDER": FakeProduct("Dune: the lost chapters", 2499, stock={}, backorderable=True),
     }
 
 
@@ -152,7 +167,9 @@ def _open_gate() -> asyncio.Event:
 class FakeOrderSystems:
     """All outside systems of an order, in memory, recording every call (retries included)."""
 
-    customers: dict[str, VerifiedCustomer] = field(default_factory=lambda: {"cus_ada": ADA})
+    customers: dict[str, VerifiedCustomer] = field(
+        default_factory=lambda: {"cus_ada": ADA, "cus_newbie": NEWBIE}
+    )
     blocked: set[str] = field(default_factory=lambda: {"cus_blocked"})
     catalog: dict[str, FakeProduct] = field(default_factory=fake_catalog)
     flaky_failures: int = 2
@@ -181,6 +198,13 @@ class FakeOrderSystems:
     # Units that left with a parcel, and units put back on the shelf, as (warehouse, sku).
     committed: dict[tuple[str, str], int] = field(default_factory=dict)
     restocked: dict[tuple[str, str], int] = field(default_factory=dict)
+    # The backorder queue, oldest first: order id -> physical units wanted per SKU.
+    backorders: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Authorizations lapse this long after they are made (by the server's clock, which the
+    # time-skipping server moves); from the Nth authorize of an order on, declined.
+    auth_validity: timedelta = timedelta(days=7)
+    expiries: dict[str, datetime] = field(default_factory=dict)
+    decline_authorizations_from: int | None = None
 
     def activities(self) -> list[Callable[..., Any]]:
         return [
@@ -189,6 +213,7 @@ class FakeOrderSystems:
             self.release_stock,
             self.commit_stock,
             self.restock,
+            self.receive_stock,
             self.authorize_payment,
             self.capture_payment,
             self.void_payment,
@@ -270,9 +295,33 @@ class FakeOrderSystems:
             }
             for warehouse in WAREHOUSES
         }
+        queued = {sku for wanted in self.backorders.values() for sku in wanted}
+        if request.order_id in self.backorders:
+            return Reservation(
+                order_id=request.order_id, lines=lines, parcels=[], backordered=sorted(physical)
+            )
         parcels = allocate(
             physical, available, WAREHOUSES, single_warehouse=request.single_warehouse
         )
+        unfilled = [
+            sku
+            for sku, units in physical.items()
+            if sum(free[sku] for free in available.values()) < units
+        ]
+        # Behind an order already waiting for a SKU, a new one waits too: no queue-jumping.
+        behind = [sku for sku in physical if sku in queued and self.catalog[sku].backorderable]
+        if (
+            request.allow_backorder
+            and (parcels is None or behind)
+            and all(self.catalog[sku].backorderable for sku in unfilled)
+        ):
+            self.backorders[request.order_id] = physical
+            return Reservation(
+                order_id=request.order_id,
+                lines=lines,
+                parcels=[],
+                backordered=sorted(set(unfilled) | set(behind)),
+            )
         if parcels is None:
             short = [
                 sku
@@ -291,6 +340,7 @@ class FakeOrderSystems:
 
     @_fake("release_stock")
     async def release_stock(self, request: OrderRef) -> int:
+        self.backorders.pop(request.order_id, None)
         held = self.held.pop(request.order_id, {})
         for (warehouse, sku), quantity in held.items():
             self.catalog[sku].stock[warehouse] += quantity
@@ -317,7 +367,41 @@ class FakeOrderSystems:
                 self.restocked[key] = self.restocked.get(key, 0) + line.quantity
         return units
 
+    @_fake("receive_stock")
+    async def receive_stock(self, request: ReceiveStockInput) -> StockReceiptResult:
+        """Units in, then the queue served oldest first, whole orders only (the real rule)."""
+        stock = self.catalog[request.sku].stock
+        stock[request.warehouse] = stock.get(request.warehouse, 0) + request.add
+        available = {
+            warehouse: {sku: p.stock.get(warehouse, 0) for sku, p in self.catalog.items()}
+            for warehouse in WAREHOUSES
+        }
+        served = fill_backorders(list(self.backorders.items()), available, WAREHOUSES)
+        filled = []
+        for order_id, parcels in served:
+            del self.backorders[order_id]
+            held = self.held.setdefault(order_id, {})
+            for parcel in parcels:
+                for line in parcel.lines:
+                    self.catalog[line.sku].stock[parcel.warehouse] -= line.quantity
+                    held[(parcel.warehouse, line.sku)] = line.quantity
+            filled.append(FilledBackorder(order_id=order_id, parcels=parcels))
+        return StockReceiptResult(
+            receipt_id=request.receipt_id,
+            sku=request.sku,
+            warehouse=request.warehouse,
+            added=request.add,
+            filled=filled,
+            stock=[
+                StockLevel(warehouse=w, on_hand=units, reserved=0) for w, units in stock.items()
+            ],
+        )
+
     # ---- payments ----------------------------------------------------------------------------
+
+    def _expired(self, authorization_id: str) -> bool:
+        expiry = self.expiries.get(authorization_id)
+        return expiry is not None and activity.info().current_attempt_scheduled_time >= expiry
 
     @_fake("authorize_payment")
     async def authorize_payment(self, request: AuthorizePaymentInput) -> PaymentAuthorization:
@@ -325,14 +409,27 @@ class FakeOrderSystems:
             raise business_failure(PAYMENT_DECLINED, "card_declined", "the card was declined")
         if request.token == FLAKY_TOKEN and activity.info().attempt <= self.flaky_failures:
             raise ApplicationError("processor timeout", type="GatewayUnavailable")
-        self.authorized[f"auth-{request.idempotency_key}"] = request.amount
+        earlier = [
+            c for c in self.succeeded("authorize_payment") if c.arg.order_id == request.order_id
+        ]
+        nth = 1 + len(earlier)
+        if self.decline_authorizations_from is not None and nth >= self.decline_authorizations_from:
+            raise business_failure(PAYMENT_DECLINED, "card_declined", "the card was declined")
+        authorization_id = f"auth-{request.idempotency_key}"
+        self.authorized[authorization_id] = request.amount
+        expires_at = activity.info().current_attempt_scheduled_time + self.auth_validity
+        self.expiries[authorization_id] = expires_at
         return PaymentAuthorization(
-            authorization_id=f"auth-{request.idempotency_key}", amount=request.amount
+            authorization_id=authorization_id, amount=request.amount, expires_at=expires_at
         )
 
     @_fake("capture_payment")
     async def capture_payment(self, request: CapturePaymentInput) -> PaymentResult:
         await self.capture_allowed.wait()
+        if self._expired(request.authorization_id):
+            raise business_failure(
+                PAYMENT_DECLINED, "authorization_expired", "the authorization has expired"
+            )
         if self.capture_declines > 0:
             self.capture_declines -= 1
             raise business_failure(PAYMENT_DECLINED, "card_declined", "the capture was declined")
@@ -348,6 +445,10 @@ class FakeOrderSystems:
             if c.arg.authorization_id == authorization
         )
         left = self.authorized.get(authorization, 0) - captured
+        if left > 0 and self._expired(authorization):
+            raise business_failure(
+                PAYMENT_DECLINED, "authorization_expired", "the authorization has expired"
+            )
         return PaymentResult(transaction_id=f"void-{request.idempotency_key}", amount=left)
 
     @_fake("refund_payment")
@@ -421,7 +522,7 @@ async def fake_worker(client: Client, fakes: FakeOrderSystems) -> AsyncIterator[
     async with Worker(
         client,
         task_queue=task_queue,
-        workflows=[OrderWorkflow],
+        workflows=[OrderWorkflow, StockReceiptWorkflow],
         activities=fakes.activities(),
         max_heartbeat_throttle_interval=timedelta(milliseconds=100),
         default_heartbeat_throttle_interval=timedelta(milliseconds=100),

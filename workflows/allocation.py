@@ -80,3 +80,30 @@ def _fill(
         if lines:  # never at the smallest covering size; kept so no parcel is ever empty
             parcels.append(StockAllocation(warehouse=warehouse, lines=lines))
     return parcels
+
+
+def fill_backorders(
+    waiting: Sequence[tuple[str, Mapping[str, int]]],
+    available: Mapping[str, Mapping[str, int]],
+    warehouses: Sequence[str],
+) -> list[tuple[str, list[StockAllocation]]]:
+    """The waiting orders the stock serves now, whole, and the parcels each gets.
+
+    `waiting` is the backorder queue, oldest first: (order id, units wanted per SKU). Orders
+    are served strictly in that order: one that cannot be served whole keeps every SKU it
+    wants for itself, so no later order takes a unit of those SKUs ahead of it. A later
+    order wanting none of them is served from what is left.
+    """
+    free = {warehouse: dict(levels) for warehouse, levels in available.items()}
+    blocked: set[str] = set()
+    served: list[tuple[str, list[StockAllocation]]] = []
+    for order_id, wanted in waiting:
+        parcels = None if blocked & set(wanted) else allocate(wanted, free, warehouses)
+        if parcels is None:
+            blocked |= set(wanted)
+            continue
+        for parcel in parcels:
+            for line in parcel.lines:
+                free[parcel.warehouse][line.sku] -= line.quantity
+        served.append((order_id, parcels))
+    return served

@@ -17,7 +17,6 @@ from models.activities import (
     DIGITAL_DELIVERY_EVENT,
     EmailKind,
     OrderRef,
-    Reservation,
     RestockInput,
     StockAllocation,
 )
@@ -71,10 +70,10 @@ class Fulfilment:
     def _view(self) -> OrderView:
         return self._journal.view
 
-    def allocate(self, reservation: Reservation) -> None:
+    def allocate(self, parcels: list[StockAllocation]) -> None:
         """One parcel per warehouse that holds the order's stock: SHP-1, SHP-2, ..."""
         self.stock_held = True
-        for n, allocation in enumerate(reservation.parcels, start=1):
+        for n, allocation in enumerate(parcels, start=1):
             shipment = ShipmentView(
                 shipment_id=f"SHP-{n}", warehouse=allocation.warehouse, lines=allocation.lines
             )

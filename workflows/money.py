@@ -1,35 +1,64 @@
-"""The only place an order's money moves: authorize, capture per parcel, release, refund.
+"""The only place an order's money moves: authorize, capture per parcel, release, refund, renew.
 
 One live authorization per order; each parcel's capture at its hand-over, with its own
 idempotency key; never more captured than authorized, never more refunded than captured. All of
 it under one lock, because an Update's refund may wait here while a parcel's capture runs.
+
+Card authorizations expire (a week, at most processors). While the order waits on a hold, a
+background renewal replaces the live authorization before it expires: a new one, then a void of
+the old, each on the timeline. Money calls wait for a renewal in progress, and a renewal for
+the calls in flight, so a capture always goes to the authorization that is live.
 """
 
 import asyncio
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 from activities.errors import PAYMENT_DECLINED, REFUND_REFUSED
 from activities.payments import PaymentActivities
 from models.activities import (
     AuthorizePaymentInput,
     CapturePaymentInput,
+    PaymentResult,
     RefundPaymentInput,
     VoidPaymentInput,
 )
-from models.orders import CaptureView, HoldCode, PaymentSummary, RefundKind, RefundView, money
+from models.orders import (
+    AuthorizationStatus,
+    AuthorizationView,
+    CaptureView,
+    HoldCode,
+    OrderTimeouts,
+    PaymentSummary,
+    Problem,
+    RefundCharge,
+    RefundKind,
+    RefundView,
+    money,
+)
 from workflows import policies, rules
 from workflows.holds import HoldRejected, Holds
 from workflows.journal import Journal
 
+# The processor's answer to a capture or void of an authorization that has lapsed.
+AUTHORIZATION_EXPIRED = "authorization_expired"
+
 
 class Money:
-    def __init__(self, journal: Journal, holds: Holds) -> None:
+    def __init__(self, journal: Journal, holds: Holds, timeouts: OrderTimeouts) -> None:
         self._journal = journal
         self._holds = holds
-        self._authorize_key: str | None = None
+        self._renew_margin = timeouts.auth_renew_margin
         self._lock = asyncio.Lock()
+        self._token: str | None = None
+        self._authorize_keys: dict[str, str] = {}  # authorization id -> its authorize key
+        self._in_flight = 0  # money calls running now; a renewal waits for them
+        self._renewing = False
+        self._watcher: asyncio.Task[None] | None = None
+        # Set when a renewal was declined: the order cannot keep its payment while it waits.
+        self.renewal_declined: Problem | None = None
+        holds.on_wait = self._watch
 
     @property
     def payment(self) -> PaymentSummary:
@@ -40,115 +69,274 @@ class Money:
         payment = self.payment
         return payment.authorized - payment.captured - payment.released
 
+    @property
+    def live(self) -> AuthorizationView | None:
+        return next(
+            (a for a in self.payment.authorizations if a.status is AuthorizationStatus.LIVE), None
+        )
+
+    def _captured_on(self, authorization_id: str) -> int:
+        return sum(
+            c.amount for c in self.payment.captures if c.authorization_id == authorization_id
+        )
+
+    def _refunded_on(self, authorization_id: str) -> int:
+        return sum(
+            charge.amount
+            for refund in self._journal.view.refunds
+            for charge in refund.charges
+            if charge.authorization_id == authorization_id
+        )
+
     async def authorize(self, token: str) -> None:
         """Raises the activity's error on a decline; the order decides what that means."""
-        view = self._journal.view
-        totals = view.totals
+        totals = self._journal.view.totals
         assert totals is not None
-        key = self._authorize_key = str(workflow.uuid4())
-        what = f"Authorize {money(totals.total, totals.currency)}"
-        authorization = await self._holds.attempt(
+        self._token = token
+        authorization = await self._authorize(totals.total)
+        self.payment.authorized = authorization.amount
+        self._journal.append("payment_authorized", money(authorization.amount, totals.currency))
+
+    async def _authorize(self, amount: int) -> AuthorizationView:
+        view = self._journal.view
+        assert self._token is not None and view.totals is not None
+        currency = view.totals.currency
+        key = str(workflow.uuid4())
+        what = f"Authorize {money(amount, currency)}"
+        result = await self._holds.attempt(
             what,
             lambda: policies.remote(
                 policies.PAYMENT,
                 PaymentActivities.authorize_payment,
                 AuthorizePaymentInput(
                     order_id=view.order_id,
-                    token=token,
-                    amount=totals.total,
-                    currency=totals.currency,
+                    token=self._token or "",
+                    amount=amount,
+                    currency=currency,
                     idempotency_key=key,
                 ),
                 what,
             ),
         )
+        authorization = AuthorizationView(
+            authorization_id=result.authorization_id,
+            amount=result.amount,
+            authorized_at=workflow.now(),
+            expires_at=result.expires_at,
+        )
+        self._authorize_keys[authorization.authorization_id] = key
+        self.payment.authorizations.append(authorization)
         self.payment.authorization_id = authorization.authorization_id
-        self.payment.authorized = authorization.amount
-        self._journal.append("payment_authorized", money(authorization.amount, totals.currency))
+        return authorization
+
+    async def _gate(self) -> None:
+        """A money call waits while the authorization is being replaced."""
+        await workflow.wait_condition(lambda: not self._renewing)
 
     async def capture(self, amount: int, shipment_id: str | None) -> None:
-        """Take a parcel's share; bounded by what the authorization still holds.
+        """Take a parcel's share from the live authorization, bounded by what it still holds.
 
         A decline holds the order (`capture_declined`): released, the capture is tried again
-        under a new key (the declined one stays declined); rejected, the amount is written off.
+        under a new key (the declined one stays declined), on whichever authorization is live
+        by then; rejected, the amount is written off.
         """
         async with self._lock:
             amount = min(amount, self.uncaptured)
-            payment = self.payment
-            authorization_id = payment.authorization_id
-            if amount <= 0 or authorization_id is None:
+            if amount <= 0 or self.live is None:
                 return
             what = f"Capture {money(amount)} for {shipment_id or 'the order'}"
             keys = [str(workflow.uuid4())]
+            charged: list[str] = []
 
             def renew_after(code: HoldCode) -> None:
                 if code is HoldCode.CAPTURE_DECLINED:
                     keys.append(str(workflow.uuid4()))
 
-            try:
-                result = await self._holds.attempt(
-                    what,
-                    lambda: policies.remote(
+            async def attempt() -> PaymentResult:
+                await self._gate()
+                live = self.live
+                if live is None:
+                    raise ApplicationError(
+                        "no live card authorization", AUTHORIZATION_EXPIRED, type=PAYMENT_DECLINED
+                    )
+                charged.append(live.authorization_id)
+                self._in_flight += 1
+                try:
+                    return await policies.remote(
                         policies.PAYMENT,
                         PaymentActivities.capture_payment,
                         CapturePaymentInput(
                             order_id=self._journal.view.order_id,
-                            authorization_id=authorization_id,
+                            authorization_id=live.authorization_id,
                             amount=amount,
                             idempotency_key=keys[-1],
                             shipment_id=shipment_id,
                         ),
                         what,
-                    ),
+                    )
+                finally:
+                    self._in_flight -= 1
+
+            try:
+                result = await self._holds.attempt(
+                    what,
+                    attempt,
                     declined={PAYMENT_DECLINED: HoldCode.CAPTURE_DECLINED},
                     after_hold=renew_after,
                 )
             except HoldRejected as rejected:
-                payment.written_off += amount
+                self.payment.written_off += amount
                 self._journal.append(
                     "capture_written_off", f"{money(amount)} {shipment_id}: {rejected.hold.reason}"
                 )
                 return
+            payment = self.payment
+            authorization_id = charged[-1]
             payment.captured += result.amount
             payment.captures.append(
                 CaptureView(
                     capture_id=result.transaction_id or f"CAP-{len(payment.captures) + 1}",
+                    authorization_id=authorization_id,
                     shipment_id=shipment_id,
                     amount=result.amount,
                     at=workflow.now(),
                 )
             )
+            live = self.live
+            if live is not None and self._captured_on(live.authorization_id) >= live.amount:
+                live.status = AuthorizationStatus.CAPTURED
             self._journal.append("payment_captured", f"{money(result.amount)} {shipment_id}")
 
     async def release(self, *, cancelled: bool) -> None:
-        """Give back what the authorization holds uncaptured: all of it on a cancel."""
+        """Give back what the live authorization holds uncaptured: all of it on a cancel."""
         async with self._lock:
-            authorize_key = self._authorize_key
-            if authorize_key is None or (not cancelled and self.uncaptured <= 0):
+            await self._gate()
+            live = self.live
+            if live is None or (not cancelled and self.uncaptured <= 0):
                 return
             what = "Void the card authorization" if cancelled else "Release the uncaptured rest"
-            key = str(workflow.uuid4())
-            try:
-                result = await self._holds.attempt(
-                    what,
-                    lambda: policies.remote(
-                        policies.PAYMENT,
-                        PaymentActivities.void_payment,
-                        VoidPaymentInput(
-                            order_id=self._journal.view.order_id,
-                            authorize_key=authorize_key,
-                            idempotency_key=key,
-                        ),
-                        what,
-                    ),
-                )
-            except HoldRejected:
-                return  # an authorization nobody captures lapses at the processor by itself
-            self.payment.released += result.amount
+            released = await self._void(live, what)
+            if released is None:
+                return  # an operator gave the void up: the authorization lapses by itself
+            self.payment.released += released
             self.payment.voided = cancelled
             self._journal.append(
-                "payment_voided" if cancelled else "payment_released", money(result.amount)
+                "payment_voided" if cancelled else "payment_released", money(released)
             )
+
+    async def _void(self, authorization: AuthorizationView, what: str) -> int | None:
+        """Void one authorization; what it gave back (all it held uncaptured, if it had
+        lapsed already), or None if an operator gave the void up."""
+        authorize_key = self._authorize_keys[authorization.authorization_id]
+        key = str(workflow.uuid4())
+        left = authorization.amount - self._captured_on(authorization.authorization_id)
+        self._in_flight += 1
+        try:
+            result = await self._holds.attempt(
+                what,
+                lambda: policies.remote(
+                    policies.PAYMENT,
+                    PaymentActivities.void_payment,
+                    VoidPaymentInput(
+                        order_id=self._journal.view.order_id,
+                        authorize_key=authorize_key,
+                        idempotency_key=key,
+                    ),
+                    what,
+                ),
+            )
+        except HoldRejected:
+            return None
+        except ActivityError as err:
+            problem = policies.business_problem(err, PAYMENT_DECLINED)
+            if problem is None or problem.code != AUTHORIZATION_EXPIRED:
+                raise
+            authorization.status = AuthorizationStatus.EXPIRED
+            self._journal.append("authorization_expired", authorization.authorization_id)
+            return left
+        finally:
+            self._in_flight -= 1
+        captured = self._captured_on(authorization.authorization_id)
+        authorization.status = (
+            AuthorizationStatus.CAPTURED if captured > 0 else AuthorizationStatus.VOIDED
+        )
+        return result.amount
+
+    # ---- keeping the authorization alive while the order waits -----------------------------
+
+    def _watch(self) -> None:
+        """A hold started waiting: renew the authorization before it expires, while any does."""
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.create_task(self._keep_live())
+
+    async def _keep_live(self) -> None:
+        while self._holds.open and self.renewal_declined is None:
+            live = self.live
+            if live is None or live.expires_at is None or self.uncaptured <= 0:
+                return
+            delay = live.expires_at - self._renew_margin - workflow.now()
+            if delay.total_seconds() > 0:
+                try:
+                    await workflow.wait_condition(
+                        lambda live=live: not self._holds.open or self.live is not live,  # type: ignore[misc]
+                        timeout=delay,
+                        timeout_summary=f"renew {live.authorization_id} before it expires",
+                    )
+                    continue  # the wait ended, or another authorization took over
+                except TimeoutError:
+                    pass
+            await self._renew(live)
+
+    async def _renew(self, old: AuthorizationView) -> None:
+        """A new authorization for what the old one still holds, then a void of the old."""
+        self._renewing = True
+        try:
+            await workflow.wait_condition(lambda: self._in_flight == 0)
+            amount = old.amount - self._captured_on(old.authorization_id)
+            if amount <= 0 or old.status is not AuthorizationStatus.LIVE:
+                return
+            try:
+                new = await self._authorize(amount)
+            except HoldRejected as rejected:
+                self._renewal_declined(old, Problem(code="renewal_failed", detail=rejected.reason))
+                return
+            except ActivityError as err:
+                problem = policies.business_problem(err, PAYMENT_DECLINED)
+                if problem is None:
+                    raise
+                self._renewal_declined(old, problem)
+                return
+            self._journal.append(
+                "authorization_renewed",
+                f"{new.authorization_id} replaces {old.authorization_id}",
+            )
+            # Never captured from again, whatever the void answers.
+            old.status = AuthorizationStatus.VOIDED
+            released = await self._void(old, f"Void {old.authorization_id}, replaced by a renewal")
+            if released is None:
+                # An operator gave the void up: the processor lets it lapse by itself.
+                old.status = AuthorizationStatus.EXPIRED
+                self._journal.append("authorization_left_to_lapse", old.authorization_id)
+            elif old.status is not AuthorizationStatus.EXPIRED:
+                old.status = AuthorizationStatus.VOIDED
+                self._journal.append("authorization_voided", old.authorization_id)
+            await self._journal.record(
+                f"Renewed the card authorization: {new.authorization_id} replaces "
+                f"{old.authorization_id}"
+            )
+        finally:
+            self._renewing = False
+
+    def _renewal_declined(self, old: AuthorizationView, problem: Problem) -> None:
+        self.renewal_declined = problem
+        self._journal.append(
+            "authorization_renewal_declined", f"{old.authorization_id}: {problem.detail}"
+        )
+        if not self._holds.handed_over:
+            # Nothing has left: the order cannot be paid for, and ends (payment_declined).
+            self._holds.reject_all("the card authorization could not be renewed")
+
+    # ---- refunds ----------------------------------------------------------------------------
 
     async def refund(
         self,
@@ -163,9 +351,11 @@ class Money:
 
         `exact` (an operator's goodwill amount) refuses rather than refund less: the bound is
         checked here, under the lock, because a refund that passed its validator may have
-        waited here while another one took the money.
+        waited here while another one took the money. A refund is charged to the captures of
+        each authorization in turn (one, unless a renewal split the captures).
         """
         async with self._lock:
+            await self._gate()
             payment = self.payment
             left = payment.captured - payment.refunded
             if exact and amount > left:
@@ -173,38 +363,24 @@ class Money:
                     rules.refund_bound(left), type="RefundRefused", non_retryable=True
                 )
             amount = min(amount, left)
-            if amount <= 0 or payment.authorization_id is None:
+            if amount <= 0 or not payment.authorizations:
                 return None
-            authorization_id = payment.authorization_id
             what = f"Refund {money(amount)} " + (f"for {return_id} " if return_id else "")
             what += f"({kind.value}: {reason})"
-            keys = [str(workflow.uuid4())]
-
-            def renew_after(code: HoldCode) -> None:
-                if code is HoldCode.REFUND_REFUSED:
-                    keys.append(str(workflow.uuid4()))
-
+            charges: list[RefundCharge] = []
             outside = False
-            try:
-                await self._holds.attempt(
-                    what,
-                    lambda: policies.remote(
-                        policies.PAYMENT,
-                        PaymentActivities.refund_payment,
-                        RefundPaymentInput(
-                            order_id=self._journal.view.order_id,
-                            authorization_id=authorization_id,
-                            amount=amount,
-                            reason=reason,
-                            idempotency_key=keys[-1],
-                        ),
-                        what,
-                    ),
-                    declined={REFUND_REFUSED: HoldCode.REFUND_REFUSED},
-                    after_hold=renew_after,
-                )
-            except HoldRejected:
-                outside = True  # the operator settles it with the customer some other way
+            remaining = amount
+            for authorization in payment.authorizations:
+                charged_to = authorization.authorization_id
+                refundable = self._captured_on(charged_to) - self._refunded_on(charged_to)
+                part = min(remaining, refundable)
+                if part <= 0:
+                    continue
+                outside |= not await self._refund_part(authorization, part, reason, what)
+                charges.append(RefundCharge(authorization_id=charged_to, amount=part))
+                remaining -= part
+                if remaining == 0:
+                    break
             payment.refunded += amount
             refund = RefundView(
                 refund_id=f"RF-{len(self._journal.view.refunds) + 1}",
@@ -214,6 +390,7 @@ class Money:
                 at=workflow.now(),
                 return_id=return_id,
                 settled_outside=outside,
+                charges=charges,
             )
             self._journal.view.refunds.append(refund)
             self._journal.append(
@@ -221,3 +398,35 @@ class Money:
                 f"{money(amount)} ({kind.value})",
             )
             return refund
+
+    async def _refund_part(
+        self, authorization: AuthorizationView, amount: int, reason: str, what: str
+    ) -> bool:
+        """Refund one authorization's share; False if an operator settled it outside."""
+        keys = [str(workflow.uuid4())]
+
+        def renew_after(code: HoldCode) -> None:
+            if code is HoldCode.REFUND_REFUSED:
+                keys.append(str(workflow.uuid4()))
+
+        try:
+            await self._holds.attempt(
+                what,
+                lambda: policies.remote(
+                    policies.PAYMENT,
+                    PaymentActivities.refund_payment,
+                    RefundPaymentInput(
+                        order_id=self._journal.view.order_id,
+                        authorization_id=authorization.authorization_id,
+                        amount=amount,
+                        reason=reason,
+                        idempotency_key=keys[-1],
+                    ),
+                    what,
+                ),
+                declined={REFUND_REFUSED: HoldCode.REFUND_REFUSED},
+                after_hold=renew_after,
+            )
+        except HoldRejected:
+            return False  # the operator settles it with the customer some other way
+        return True

@@ -19,6 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.errors import CUSTOMER_REJECTED, OUT_OF_STOCK, PAYMENT_DECLINED, UNKNOWN_SKU
     from activities.inventory import InventoryActivities
     from models.activities import (
+        BackorderFilled,
         EmailKind,
         ReserveStockInput,
         VerifyCustomerInput,
@@ -31,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         FeedbackRequest,
         FeedbackView,
         GoodwillRefundRequest,
+        HoldCode,
         HoldDecision,
         HoldResolution,
         InquiryRequest,
@@ -49,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
     from models.wire import (
         ORDER_WORKFLOW,
         QUERY_STATUS,
+        SIGNAL_BACKORDER_FILLED,
         SIGNAL_CARRIER_EVENT,
         UPDATE_ASK,
         UPDATE_CANCEL,
@@ -78,8 +81,9 @@ class OrderWorkflow:
         self._input = order
         self._journal = Journal(received_view(order))
         self._holds = Holds(self._journal, handed_over=lambda: self._fulfilment.handed_over > 0)
-        self._money = Money(self._journal, self._holds)
+        self._money = Money(self._journal, self._holds, order.timeouts)
         self._carrier = CarrierEvents(self._journal)
+        self._backorder_filled: BackorderFilled | None = None
         self._returns = Returns(self._journal, self._money, self._holds, order, self._carrier.track)
         self._service = CustomerService(self._journal, self._money, self._holds, order)
         self._fulfilment = Fulfilment(
@@ -106,7 +110,8 @@ class OrderWorkflow:
             except HoldRejected as rejected:
                 # Every step after the first hand-over gives itself up in place; one before it
                 # means the order cannot go on: it is cancelled, as a customer's cancel would.
-                await self._cancel(rejected.reason)
+                request = self._fulfilment.cancel_request
+                await self._cancel(request.reason if request else rejected.reason)
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._view
 
@@ -119,15 +124,21 @@ class OrderWorkflow:
         await self._stop_if_cancel_requested()
         totals = self._view.totals
         assert totals is not None
+        awaited = self._view.backordered
         await self._journal.change_status(
             OrderStatus.CONFIRMED,
             "order_confirmed",
-            f"total {money(totals.total)}",
-            summary=f"Confirmed: {rules.describe_lines(order.items)}, {money(totals.total)}",
+            f"total {money(totals.total)}"
+            + (f"; backordered: {', '.join(awaited)}" if awaited else ""),
+            summary=f"Confirmed: {rules.describe_lines(order.items)}, {money(totals.total)}"
+            + (" (backordered)" if awaited else ""),
             email=EmailKind.CONFIRMATION,
         )
         await self._stop_if_cancel_requested()
         await self._authorize(order)
+        await self._stop_if_cancel_requested()
+        await self._review(order)
+        await self._wait_for_backorder(order)
         await self._stop_if_cancel_requested()
         digital = [line for line in self._view.lines if line.digital]
         await self._journal.change_status(
@@ -174,7 +185,12 @@ class OrderWorkflow:
 
     async def _reserve_stock(self, order: PlaceOrderInput) -> None:
         what = f"Reserve stock for {rules.describe_lines(order.items)}"
-        reserve = ReserveStockInput(order_id=order.order_id, items=order.items)
+        reserve = ReserveStockInput(
+            order_id=order.order_id,
+            items=order.items,
+            allow_backorder=True,
+            placed_at=order.placed_at,
+        )
         try:
             # Held before anything is reserved: a rejected hold cancels with nothing to free.
             reservation = await self._holds.attempt(
@@ -190,7 +206,12 @@ class OrderWorkflow:
             await self._stop(OrderStatus.REJECTED, "stock_unavailable", problem)
         self._view.lines = reservation.lines
         self._view.totals = order_totals(reservation.lines, order.delivery)
-        self._fulfilment.allocate(reservation)
+        if reservation.backordered:
+            self._view.backordered = reservation.backordered
+            self._fulfilment.stock_held = True  # its place in the backorder queue
+            self._journal.append("backordered", ", ".join(reservation.backordered))
+            return
+        self._fulfilment.allocate(reservation.parcels)
         self._journal.append(
             "stock_reserved",
             f"{len(reservation.lines)} line(s) in {len(reservation.parcels)} parcel(s)",
@@ -206,6 +227,55 @@ class OrderWorkflow:
             await self._fulfilment.release_stock()
             await self._stop(OrderStatus.PAYMENT_DECLINED, "payment_declined", problem)
 
+    async def _review(self, order: PlaceOrderInput) -> None:
+        """A person looks at a large or flagged order before anything is picked."""
+        customer = self._journal.customer
+        totals = self._view.totals
+        assert customer is not None and totals is not None
+        why = rules.review_reasons(
+            totals.total, order.limits.risk_review_threshold, customer.review_required
+        )
+        if not why:
+            return
+        hold = await self._holds.place(
+            HoldCode.RISK_REVIEW,
+            "; ".join(why),
+            decide_within=order.timeouts.review_timeout,
+            timeout_reason="review_timeout",
+        )
+        if hold.resolution is HoldResolution.REJECTED:
+            raise HoldRejected(hold)
+
+    async def _wait_for_backorder(self, order: PlaceOrderInput) -> None:
+        """Wait in the backorder queue until a stock receipt serves the whole order."""
+        if self._backorder_filled is None and self._view.backordered:
+            hold = await self._holds.place(
+                HoldCode.BACKORDER,
+                "waiting for " + ", ".join(self._view.backordered),
+                decide_within=order.timeouts.backorder_timeout,
+                timeout_reason="backorder_timeout",
+            )
+            if hold.resolution is HoldResolution.REJECTED:
+                raise HoldRejected(hold)
+        filled = self._backorder_filled
+        if filled is None:
+            return
+        self._view.backordered = []
+        self._fulfilment.allocate(filled.parcels)
+        self._journal.append(
+            "stock_reserved", f"receipt {filled.receipt_id}: {len(filled.parcels)} parcel(s)"
+        )
+
+    @workflow.signal(name=SIGNAL_BACKORDER_FILLED)
+    def backorder_filled(self, filled: BackorderFilled) -> None:
+        """A stock receipt now holds the order's units; a repeat changes nothing."""
+        if self._backorder_filled is not None or not self._view.backordered:
+            return
+        self._backorder_filled = filled
+        self._holds.resolve(
+            HoldCode.BACKORDER, HoldResolution.RELEASED, f"stock arrived ({filled.receipt_id})"
+        )
+
     # ---- stopping: cancellation and compensation ------------------------------------------
 
     async def _stop_if_cancel_requested(self) -> None:
@@ -215,9 +285,13 @@ class OrderWorkflow:
         await self._cancel(request.reason)
 
     async def _cancel(self, reason: str) -> NoReturn:
-        """Give back what the order holds and stop it, `cancelled`."""
+        """Give back what the order holds and stop it, `cancelled` (or `payment_declined`, if
+        its card authorization could not be renewed while it waited)."""
         await self._money.release(cancelled=True)
         await self._fulfilment.release_stock()
+        declined = self._money.renewal_declined
+        if declined is not None:
+            await self._stop(OrderStatus.PAYMENT_DECLINED, "payment_declined", declined)
         await self._stop(
             OrderStatus.CANCELLED, "cancelled", Problem(code="cancelled", detail=reason)
         )
@@ -274,9 +348,7 @@ class OrderWorkflow:
     async def cancel(self, request: CancelRequest) -> OrderView:
         if self._fulfilment.cancel_request is None:
             self._fulfilment.cancel(request)
-            # What waits for an operator waits no more: the order stops.
-            for hold in self._holds.open:
-                hold.resolution, hold.reason = HoldResolution.REJECTED, "the order was cancelled"
+            self._holds.reject_all("the order was cancelled")
             self._journal.append("cancel_requested", request.reason)
             await self._journal.record("Cancel requested")  # shown while it takes effect
         await workflow.wait_condition(lambda: self._view.status in FINAL_STATUSES)

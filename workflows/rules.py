@@ -164,3 +164,14 @@ def describe_lines(lines: Iterable[Units], most: int = 5) -> str:
     lines = list(lines)
     text = ", ".join(f"{line.quantity}x {line.sku}" for line in lines[:most])
     return text + (" ..." if len(lines) > most else "")
+
+
+def review_reasons(total: int, threshold: int, review_required: bool) -> list[str]:
+    """Why an order waits for a person's risk review before anything is picked; none: it does
+    not. The threshold travels in the order's input, so a change applies to new orders only."""
+    reasons = []
+    if total >= threshold:
+        reasons.append(f"total {money(total)} is at least the review threshold {money(threshold)}")
+    if review_required:
+        reasons.append("the customer's orders are reviewed")
+    return reasons

@@ -24,6 +24,7 @@ from models.orders import (
     HoldView,
     OrderItem,
     OrderStatus,
+    OrderTimeouts,
     OrderView,
     PaymentMethod,
     PlaceOrderInput,
@@ -61,6 +62,7 @@ class OrderUnderTest:
         *,
         token: str = "tok_visa",
         customer_id: str = "cus_ada",
+        timeouts: OrderTimeouts | None = None,
     ) -> None:
         order = PlaceOrderInput(
             order_id=self.order_id,
@@ -71,6 +73,7 @@ class OrderUnderTest:
             ],
             payment=PaymentMethod(token=token),
             placed_at=datetime.now(UTC),
+            timeouts=timeouts or OrderTimeouts(),
         )
         self._handle = await self.env.client.start_workflow(
             OrderWorkflow.run,

@@ -1,4 +1,4 @@
-"""The allocation rule on its own: plain values in, parcels out; no server, no database."""
+"""The allocation rules on their own: plain values in, parcels out; no server, no database."""
 
 from itertools import combinations
 
@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from models.activities import StockAllocation
 from models.shipments import ShipmentLine
-from workflows.allocation import allocate
+from workflows.allocation import allocate, fill_backorders
 
 RANKED = ["WH-EAST", "WH-WEST", "WH-NORTH"]
 
@@ -165,3 +165,90 @@ def test_only_rank_breaks_ties_not_the_order_stock_was_read_in(
         w: dict(reversed(levels.items())) for w, levels in reversed(available.items())
     }
     assert allocate(wanted, read_backwards, RANKED) == allocate(wanted, available, RANKED)
+
+
+# ---- the backorder queue ----------------------------------------------------------------------
+
+EAST_WEST = ["WH-EAST", "WH-WEST"]
+
+
+def test_an_older_order_that_cannot_be_served_keeps_a_younger_one_from_its_units() -> None:
+    queue = [("o-1", {"PRE": 2}), ("o-2", {"PRE": 1}), ("o-3", {"PRE": 1})]
+    assert fill_backorders(queue, {"WH-EAST": {"PRE": 1}}, EAST_WEST) == []
+    assert fill_backorders(queue, {"WH-EAST": {"PRE": 2}}, EAST_WEST) == [
+        ("o-1", parcels(("WH-EAST", {"PRE": 2})))
+    ]
+    # Three units: the oldest two, in queue order; the third waits.
+    assert [order for order, _ in fill_backorders(queue, {"WH-EAST": {"PRE": 3}}, EAST_WEST)] == [
+        "o-1",
+        "o-2",
+    ]
+
+
+def test_orders_are_served_whole_or_not_at_all() -> None:
+    queue = [("o-1", {"PRE": 1, "DUNE": 2})]
+    assert fill_backorders(queue, {"WH-EAST": {"PRE": 5, "DUNE": 1}}, EAST_WEST) == []
+    assert fill_backorders(queue, {"WH-EAST": {"PRE": 5}, "WH-WEST": {"DUNE": 2}}, EAST_WEST) == [
+        ("o-1", parcels(("WH-EAST", {"PRE": 1}), ("WH-WEST", {"DUNE": 2})))
+    ]
+
+
+def test_an_unserved_order_blocks_every_sku_it_wants_and_only_those() -> None:
+    queue = [
+        ("o-1", {"PRE": 1, "RARE": 9}),  # RARE is short: o-1 keeps PRE and RARE
+        ("o-2", {"PRE": 1}),  # PRE is on hand, but owed to o-1
+        ("o-3", {"DUNE": 1}),  # wants neither: served
+        ("o-4", {"DUNE": 1, "PRE": 1}),  # wants PRE: waits, and so keeps DUNE too
+        ("o-5", {"DUNE": 1}),  # behind o-4 for DUNE
+        ("o-6", {"EARTHSEA": 1}),
+    ]
+    available = {"WH-EAST": {"PRE": 5, "RARE": 1, "DUNE": 5, "EARTHSEA": 1}}
+    assert fill_backorders(queue, available, EAST_WEST) == [
+        ("o-3", parcels(("WH-EAST", {"DUNE": 1}))),
+        ("o-6", parcels(("WH-EAST", {"EARTHSEA": 1}))),
+    ]
+
+
+def test_units_given_to_an_older_order_are_not_given_again() -> None:
+    # o-1 takes WH-EAST's two (one parcel beats two); o-2 gets WH-WEST's one; o-3 none left.
+    queue = [("o-1", {"PRE": 2}), ("o-2", {"PRE": 1}), ("o-3", {"PRE": 1})]
+    available = {"WH-EAST": {"PRE": 2}, "WH-WEST": {"PRE": 1}}
+    assert fill_backorders(queue, available, EAST_WEST) == [
+        ("o-1", parcels(("WH-EAST", {"PRE": 2}))),
+        ("o-2", parcels(("WH-WEST", {"PRE": 1}))),
+    ]
+    assert available == {"WH-EAST": {"PRE": 2}, "WH-WEST": {"PRE": 1}}  # the input is untouched
+
+
+def test_an_empty_queue_serves_no_one() -> None:
+    assert fill_backorders([], {"WH-EAST": {"PRE": 5}}, EAST_WEST) == []
+
+
+queues = st.lists(orders, max_size=5).map(
+    lambda wants: [(f"o-{n}", w) for n, w in enumerate(wants)]
+)
+
+
+@given(queue=queues, available=stock_levels)
+def test_the_queue_is_served_whole_within_stock_and_never_out_of_turn(
+    queue: list[tuple[str, dict[str, int]]], available: dict[str, dict[str, int]]
+) -> None:
+    served = dict(fill_backorders(queue, available, RANKED))
+    assert list(served) == [order for order, _ in queue if order in served]  # queue order
+    taken: dict[tuple[str, str], int] = {}
+    for order, wanted in queue:
+        if order not in served:
+            continue
+        shipped = dict.fromkeys(wanted, 0)
+        for parcel in served[order]:
+            for line in parcel.lines:
+                shipped[line.sku] += line.quantity
+                key = (parcel.warehouse, line.sku)
+                taken[key] = taken.get(key, 0) + line.quantity
+        assert shipped == wanted  # whole
+    for (warehouse, sku), units in taken.items():
+        assert units <= available[warehouse][sku]
+    # No order is served after an older unserved one that wants one of its SKUs.
+    for n, (order, wanted) in enumerate(queue):
+        if order in served:
+            assert not any(o not in served and set(w) & set(wanted) for o, w in queue[:n])

@@ -74,6 +74,7 @@ from temporalio.testing import WorkflowEnvironment
 from models.activities import OrderEmail, ShipmentDirection
 from models.orders import (
     FINAL_STATUSES,
+    AuthorizationStatus,
     CancelRequest,
     FeedbackRequest,
     GoodwillRefundRequest,
@@ -126,9 +127,10 @@ TEARDOWN_DEADLINE = 15.0  # the same, to terminate the order after its example f
 ANSWER_DEADLINE = 5.0  # the answer of an Update the order has finished, reaching the client
 EXAMPLE_DEADLINE = 180.0  # one whole example, its worker's shutdown included
 # Timers shorter than this are retry backoffs (a local activity's), skipped while settling;
-# longer ones are the order's own waits: delivery deadline, return window, arrival deadline.
+# longer ones are the order's own waits: delivery deadline, return window, arrival deadline,
+# a hold's decision deadline, and the authorization's renewal while a hold is open.
 BACKOFF_AT_MOST = timedelta(hours=1)
-BUSINESS_TIMERS = ("deadline", "return window")
+BUSINESS_TIMERS = ("deadline", "return window", "before it expires")
 EVENTS_AT = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)  # carrier events' times: this, plus minutes
 
 # Retry bounds (workflows/policies.py), so an outage drawn can pass or outlast its bound.
@@ -975,9 +977,26 @@ def unique(calls: list[Any]) -> list[Any]:
 def check_ledger(run: Run, view: OrderView) -> None:
     fakes = run.fakes
     authorizations = {
-        c.result.authorization_id: c.result.amount for c in fakes.succeeded("authorize_payment")
+        c.result.authorization_id: c.result.amount
+        for c in unique(fakes.succeeded("authorize_payment"))
     }
-    assert len(authorizations) <= 1, f"more than one authorization: {authorizations}"
+    # A renewal replaces the authorization while the order waits: the order knows every one
+    # the processor gave, and each it replaced is voided, lapsed, or its void is on hold.
+    shown = view.payment.authorizations
+    assert sorted(a.authorization_id for a in shown) == sorted(authorizations), (
+        shown,
+        authorizations,
+    )
+    voided = {f"auth-{c.arg.authorize_key}" for c in fakes.succeeded("void_payment")}
+    voiding = any(h.resolution is None and h.detail.startswith("Void ") for h in view.holds)
+    for replaced in shown[:-1]:
+        assert (
+            replaced.authorization_id in voided
+            or replaced.status is AuthorizationStatus.EXPIRED
+            or voiding
+        ), f"{replaced.authorization_id} was replaced but is still live"
+    live = [a for a in shown if a.status is AuthorizationStatus.LIVE]
+    assert len(live) <= 1, f"live authorizations: {live}"
     captures = unique(fakes.succeeded("capture_payment"))
     refunds = unique(fakes.succeeded("refund_payment"))
     for authorization, amount in authorizations.items():
