@@ -31,6 +31,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from database import init_database
+from models.activities import ReceiveStockInput
 from models.orders import (
     CancelRequest,
     FeedbackRequest,
@@ -65,6 +66,7 @@ from models.wire import (
     UPDATE_REFUND,
     UPDATE_REQUEST_RETURN,
     UPDATE_RESOLVE_HOLD,
+    stock_receipt_workflow_id,
 )
 from models.wire import UPDATE_CANCEL as CANCEL
 from settings import Settings
@@ -72,6 +74,7 @@ from temporal_client import start_order
 from tests.conftest import eventually, venv_binary
 from worker import build_activities
 from workflows.order import OrderWorkflow
+from workflows.stock_receipt import StockReceiptWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
 Handle = WorkflowHandle[OrderWorkflow, OrderView]
@@ -83,13 +86,13 @@ RETURN_WINDOWS = {
     "exchange": timedelta(seconds=5),
     "split": timedelta(seconds=5),
 }
-CUSTOMERS = {"rejected": "cus_blocked"}
+CUSTOMERS = {"rejected": "cus_blocked", "reviewed": "cus_newbie"}
 # The demo's stock: BOOK-NEUROMANCER is in WH-EAST only, BOOK-EARTHSEA in WH-WEST only.
 SPLIT_ITEMS = [
     OrderItem(sku="BOOK-NEUROMANCER", quantity=1),
     OrderItem(sku="BOOK-EARTHSEA", quantity=2),
 ]
-ITEMS = {"split": SPLIT_ITEMS}
+ITEMS = {"split": SPLIT_ITEMS, "backordered": [OrderItem(sku="BOOK-PREORDER", quantity=2)]}
 
 
 def _order(name: str, token: str = "tok_visa") -> PlaceOrderInput:
@@ -144,7 +147,7 @@ async def _return(handle: Handle, sku: str, resolution: ReturnResolution) -> Ret
     return await handle.execute_update(UPDATE_REQUEST_RETURN, request, result_type=ReturnView)
 
 
-async def happy(handle: Handle) -> None:
+async def happy(client: Client, handle: Handle) -> None:
     """Mixed order: download email, ship, carrier events (one duplicate), delivered, completed."""
     shipped = await _until(handle, OrderStatus.SHIPPED)
     await _carrier(handle, shipped, CarrierStatus.IN_TRANSIT, "evt-1")
@@ -152,27 +155,27 @@ async def happy(handle: Handle) -> None:
     await _carrier(handle, shipped, CarrierStatus.DELIVERED, "evt-2")
 
 
-async def declined(handle: Handle) -> None:
+async def declined(client: Client, handle: Handle) -> None:
     """tok_chargeDeclined: stock released, customer told."""
 
 
-async def rejected(handle: Handle) -> None:
+async def rejected(client: Client, handle: Handle) -> None:
     """A blocked customer: the first step fails with a business error, nothing is held."""
 
 
-async def cancelled(handle: Handle) -> None:
+async def cancelled(client: Client, handle: Handle) -> None:
     """Cancelled by the Update while the warehouse picks: pick/pack cancelled, void, release."""
     await _until(handle, OrderStatus.FULFILLING)
     await handle.execute_update(CANCEL, CancelRequest(reason="recorded"), result_type=OrderView)
 
 
-async def returned(handle: Handle) -> None:
+async def returned(client: Client, handle: Handle) -> None:
     """Shipped, then returned to sender: refunded, delivery failed."""
     shipped = await _until(handle, OrderStatus.SHIPPED)
     await _carrier(handle, shipped, CarrierStatus.RETURN_TO_SENDER, "evt-1")
 
 
-async def return_refund(handle: Handle) -> None:
+async def return_refund(client: Client, handle: Handle) -> None:
     """Customer service on a delivered order: an inquiry, feedback, a goodwill refund, the
     e-book refunded (download revoked), the paperback returned by parcel and refunded."""
     await _delivered(handle)
@@ -193,7 +196,7 @@ async def return_refund(handle: Handle) -> None:
     await _until(handle, OrderStatus.RETURNED)
 
 
-async def exchange(handle: Handle) -> None:
+async def exchange(client: Client, handle: Handle) -> None:
     """The paperback sent back for an exchange: restocked, shipped again, delivered."""
     await _delivered(handle)
     parcel = await _return(handle, "BOOK-DUNE", ReturnResolution.EXCHANGE)
@@ -209,7 +212,7 @@ async def exchange(handle: Handle) -> None:
     await _track(handle, replacement.tracking_number, CarrierStatus.DELIVERED, "evt-exchange")
 
 
-async def split(handle: Handle) -> None:
+async def split(client: Client, handle: Handle) -> None:
     """Two parcels from two warehouses: one delivered, the other returned to sender
     (refunded, restocked); then a return from the delivered one."""
     shipped = await _until(handle, OrderStatus.SHIPPED)
@@ -223,7 +226,7 @@ async def split(handle: Handle) -> None:
     await _until(handle, OrderStatus.RETURNED)
 
 
-async def held(handle: Handle) -> None:
+async def held(client: Client, handle: Handle) -> None:
     """tok_captureDeclined: the capture waits in a hold; released, it is declined again; the
     second hold rejected, the amount is written off. An unreadable carrier event is noted."""
 
@@ -241,6 +244,33 @@ async def held(handle: Handle) -> None:
     await _carrier(handle, shipped, CarrierStatus.DELIVERED, "evt-delivered")
 
 
+async def reviewed(client: Client, handle: Handle) -> None:
+    """A customer whose orders are reviewed: held before pick/pack, released by an operator,
+    then shipped and delivered."""
+    await eventually(
+        lambda: _status(handle),
+        lambda view: any(h.hold_id == "risk_review" and h.resolution is None for h in view.holds),
+    )
+    await _decide(handle, "risk_review", HoldResolution.RELEASED, None)
+    await _delivered(handle)
+
+
+async def backordered(client: Client, handle: Handle) -> None:
+    """Two of a book not yet in stock: authorized and confirmed, it waits; a stock receipt
+    fills it, and it ships and is delivered."""
+    await _until(handle, OrderStatus.BACKORDERED)
+    receipt = ReceiveStockInput(
+        receipt_id="replay-backordered", sku="BOOK-PREORDER", warehouse="WH-EAST", add=2
+    )
+    await client.execute_workflow(
+        StockReceiptWorkflow.run,
+        receipt,
+        id=stock_receipt_workflow_id(receipt.receipt_id),
+        task_queue=TASK_QUEUE,
+    )
+    await _delivered(handle)
+
+
 async def _decide(
     handle: Handle, hold_id: str, resolution: HoldResolution, reason: str | None
 ) -> None:
@@ -248,7 +278,7 @@ async def _decide(
     await handle.execute_update(UPDATE_RESOLVE_HOLD, decision, result_type=OrderView)
 
 
-PATHS: dict[str, tuple[str, Callable[[Handle], Awaitable[None]], OrderStatus]] = {
+PATHS: dict[str, tuple[str, Callable[[Client, Handle], Awaitable[None]], OrderStatus]] = {
     "happy": ("tok_visa", happy, OrderStatus.COMPLETED),
     "declined": ("tok_chargeDeclined", declined, OrderStatus.PAYMENT_DECLINED),
     "rejected": ("tok_visa", rejected, OrderStatus.REJECTED),
@@ -258,13 +288,15 @@ PATHS: dict[str, tuple[str, Callable[[Handle], Awaitable[None]], OrderStatus]] =
     "exchange": ("tok_visa", exchange, OrderStatus.COMPLETED),
     "split": ("tok_visa", split, OrderStatus.COMPLETED),
     "held": ("tok_captureDeclined", held, OrderStatus.COMPLETED),
+    "reviewed": ("tok_visa", reviewed, OrderStatus.COMPLETED),
+    "backordered": ("tok_visa", backordered, OrderStatus.COMPLETED),
 }
 
 
 async def record(client: Client, name: str) -> Path:
     token, drive, expected = PATHS[name]
     handle = await start_order(client, _order(name, token))
-    await drive(handle)
+    await drive(client, handle)
     result = await handle.result()
     if result.status is not expected:
         raise RuntimeError(f"{name}: ended {result.status}, expected {expected}")
@@ -296,7 +328,7 @@ async def main(names: list[str]) -> None:
                 async with Worker(
                     env.client,
                     task_queue=TASK_QUEUE,
-                    workflows=[OrderWorkflow],
+                    workflows=[OrderWorkflow, StockReceiptWorkflow],
                     activities=build_activities(settings, engine),
                     activity_executor=executor,
                     max_heartbeat_throttle_interval=timedelta(milliseconds=200),
