@@ -157,6 +157,33 @@ class Settings(BaseSettings):
         description="Questions one order takes; more are a 409 (each grows its history)",
     )
 
+    risk_review_threshold: int = Field(
+        default=50000,
+        ge=0,
+        description="An order of at least this total (minor units) waits for an operator's "
+        "risk review (a `risk_review` hold)",
+    )
+    review_timeout: Duration = Field(
+        default=timedelta(days=3),
+        gt=timedelta(0),
+        description="A risk review nobody decides by then cancels the order (review_timeout)",
+    )
+    backorder_timeout: Duration = Field(
+        default=timedelta(days=30),
+        gt=timedelta(0),
+        description="A backordered order whose stock has not arrived by then is cancelled",
+    )
+    auth_validity: Duration = Field(
+        default=timedelta(days=7),
+        gt=timedelta(0),
+        description="How long the simulated card processor's authorizations live (the worker)",
+    )
+    auth_renew_margin: Duration = Field(
+        default=timedelta(days=1),
+        gt=timedelta(0),
+        description="How long before its card authorization expires a waiting order renews it",
+    )
+
     update_wait: Duration = Field(
         default=timedelta(seconds=20),
         gt=timedelta(0),

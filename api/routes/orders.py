@@ -25,7 +25,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from api import idempotency
-from api.auth import Principal, PrincipalDep
+from api.auth import Principal, PrincipalDep, forbidden
 from api.deps import EngineDep, SessionDep, SettingsDep, TemporalClientDep
 from api.order_calls import Refusal, load_order, temporal_unavailable, update_responses
 from api.order_updates import CallerDep, key_reused, order_update
@@ -42,6 +42,7 @@ from models.http import (
 )
 from models.orders import (
     CancelRequest,
+    HoldCode,
     OrderLimits,
     OrderStatus,
     OrderTimeouts,
@@ -50,7 +51,7 @@ from models.orders import (
     received_view,
 )
 from models.projection import placed_order_record
-from models.tables import Customer, OrderRecord, Product
+from models.tables import Customer, OrderHold, OrderRecord, Product
 from models.wire import UPDATE_CANCEL
 from temporal_client import start_order
 
@@ -182,8 +183,14 @@ async def place_order(
             delivery_timeout=settings.delivery_timeout,
             return_window=settings.return_window,
             return_arrival_timeout=settings.return_arrival_timeout,
+            review_timeout=settings.review_timeout,
+            backorder_timeout=settings.backorder_timeout,
+            auth_renew_margin=settings.auth_renew_margin,
         ),
-        limits=OrderLimits(max_inquiries=settings.max_inquiries),
+        limits=OrderLimits(
+            max_inquiries=settings.max_inquiries,
+            risk_review_threshold=settings.risk_review_threshold,
+        ),
         placed_by=principal.name,
     )
     response.headers["Location"] = f"/orders/{order_id}"
@@ -278,36 +285,59 @@ def _utc(moment: datetime) -> datetime:
 @router.get(
     "",
     response_model=OrderPage,
-    summary="List orders, newest first",
-    responses=problem_responses(422),
+    summary="List orders, newest first; or a hold's queue, oldest hold first",
+    responses=problem_responses(403, 422),
 )
 def list_orders(
     session: SessionDep,
     principal: PrincipalDep,
     customer_id: Annotated[str | None, Query(pattern=CUSTOMER_ID_PATTERN)] = None,
     status: OrderStatus | None = None,
+    hold: Annotated[
+        HoldCode | None,
+        Query(description="Operators: the orders with an open hold of this code, oldest first"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> OrderPage:
     """From the read model, which follows each order within moments. Pages are keyset-based:
     orders placed while you page never make you skip or repeat one. A client key lists only
-    the orders it placed."""
-    query = select(OrderRecord)
+    the orders it placed.
+
+    With `hold` (operators only) the page is that hold's queue, such as the risk reviews
+    waiting for a decision: the orders whose hold of that code is open, the longest-waiting
+    first."""
+    if hold is not None and not principal.is_operator:
+        raise forbidden("only operators may list the orders held for a decision")
+    # The column pages are keyed on: when the hold was placed, or when the order was.
+    key = col(OrderHold.placed_at) if hold is not None else col(OrderRecord.placed_at)
+    query = select(OrderRecord, key)
+    if hold is not None:
+        query = query.join(
+            OrderHold,
+            and_(
+                col(OrderHold.order_id) == col(OrderRecord.order_id),
+                col(OrderHold.code) == hold.value,
+                col(OrderHold.resolved_at).is_(None),
+            ),
+        )
     if not principal.is_operator:
         query = query.where(OrderRecord.placed_by == principal.name)
     if customer_id is not None:
         query = query.where(OrderRecord.customer_id == customer_id)
     if status is not None:
         query = query.where(OrderRecord.status == status.value)
+    order_id = col(OrderRecord.order_id)
     if cursor is not None:
-        placed_at, order_id = decode_cursor(cursor)
-        query = query.where(
-            or_(
-                col(OrderRecord.placed_at) < placed_at,
-                and_(col(OrderRecord.placed_at) == placed_at, col(OrderRecord.order_id) < order_id),
-            )
-        )
-    query = query.order_by(col(OrderRecord.placed_at).desc(), col(OrderRecord.order_id).desc())
+        at, after = decode_cursor(cursor)
+        if hold is not None:  # oldest first: the next page is later
+            query = query.where(or_(key > at, and_(key == at, order_id > after)))
+        else:
+            query = query.where(or_(key < at, and_(key == at, order_id < after)))
+    if hold is not None:
+        query = query.order_by(key.asc(), order_id.asc())
+    else:
+        query = query.order_by(key.desc(), order_id.desc())
     rows = session.exec(query.limit(limit + 1)).all()
     page = rows[:limit]
     items = [
@@ -319,14 +349,16 @@ def list_orders(
             currency=row.currency,
             total=row.total,
             tracking_numbers=row.tracking_numbers,
+            holds=row.open_holds or [],
             placed_at=_utc(row.placed_at),
             updated_at=_utc(row.updated_at),
         )
-        for row in page
+        for row, _ in page
     ]
-    next_cursor = (
-        encode_cursor(page[-1].placed_at, page[-1].order_id) if len(rows) > limit else None
-    )
+    next_cursor = None
+    if len(rows) > limit:
+        last, at = page[-1]
+        next_cursor = encode_cursor(at, last.order_id)
     return OrderPage(items=items, next_cursor=next_cursor)
 
 

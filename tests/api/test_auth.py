@@ -85,6 +85,7 @@ CODEC_BODY: dict[str, list[Any]] = {"payloads": []}
 ENDPOINTS = [
     Endpoint("POST", "/orders", answers(202, 202, 202), body=order_body()),
     Endpoint("GET", "/orders", answers(200, 200, 200)),
+    Endpoint("GET", "/orders?hold=risk_review", answers(403, 403, 200)),  # the review queue
     Endpoint("GET", "/orders/{order}", answers(200, 404, 200)),
     Endpoint("GET", "/orders/ord_nosuchorder", answers(404, 404, 404)),
     Endpoint("POST", "/orders/{order}/cancel", answers(200, 404, 200), body={}, fresh=True),
@@ -123,6 +124,14 @@ ENDPOINTS = [
         body={"reason": "written off"},
     ),
     Endpoint("GET", "/products", answers(200, 200, 200)),
+    # Stock arriving is an operator's record; a unit more of the shared demo book harms nobody.
+    Endpoint(
+        "POST",
+        "/products/BOOK-DUNE/stock",
+        answers(403, 403, 200),
+        body={"warehouse": "WH-EAST", "add": 1},
+        keyed=True,
+    ),
     Endpoint(
         "POST",
         "/customers",

@@ -241,10 +241,11 @@ async def test_products_show_available_stock(api: httpx.AsyncClient, e2e_stack: 
         "price": 1234,
         "currency": "USD",
         "digital": False,
+        "backorderable": False,
         "available": 7,
         "stock": [  # in warehouse rank order
-            {"warehouse": "WH-EAST", "available": 0},
-            {"warehouse": "WH-WEST", "available": 7},
+            {"warehouse": "WH-EAST", "available": 0, "on_hand": 2},
+            {"warehouse": "WH-WEST", "available": 7, "on_hand": 10},
         ],
     }
     assert products["EBOOK-DUNE"]["digital"] is True
