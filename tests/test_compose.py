@@ -18,6 +18,7 @@ import yaml
 from temporalio.api.enums.v1 import IndexedValueType
 
 from models.wire import SEARCH_ATTRIBUTES
+from settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -101,6 +102,29 @@ def test_worker_can_be_scaled(services: dict[str, Any]) -> None:
     assert "ports" not in worker
     assert worker["environment"]["SMTP_HOST"] == "mailpit"
     assert str(worker["environment"]["SMTP_PORT"]) == "1025"
+
+
+ORDER_RULES = {
+    "DELIVERY_TIMEOUT",
+    "RETURN_WINDOW",
+    "RETURN_ARRIVAL_TIMEOUT",
+    "DOWNLOAD_LINK_TTL",
+    "MAX_INQUIRIES",
+    "RISK_REVIEW_THRESHOLD",
+    "REVIEW_TIMEOUT",
+    "BACKORDER_TIMEOUT",
+    "AUTH_VALIDITY",
+    "AUTH_RENEW_MARGIN",
+}
+
+
+def test_the_order_rules_can_be_set_for_the_api_and_the_worker(services: dict[str, Any]) -> None:
+    for name in ("api", "worker"):
+        environment = services[name]["environment"]
+        for rule in ORDER_RULES:
+            assert environment.get(rule) == f"${{{rule}:-}}", (name, rule)
+    # Each is a real setting, so a typo here cannot pass unnoticed.
+    assert {rule.lower() for rule in ORDER_RULES} <= Settings.model_fields.keys()
 
 
 def test_app_waits_for_its_one_shot_setup(services: dict[str, Any]) -> None:
