@@ -157,4 +157,6 @@ class Journal:
             parts.append("tracking " + ", ".join(tracking))
         if view.reason:
             parts.append(f"reason `{view.reason.code}`")
+        # What an operator opening a held order in the UI needs first: what it waits for.
+        parts += [f"hold `{h.hold_id}`: {h.detail}" for h in view.holds if h.resolution is None]
         workflow.set_current_details(" · ".join(parts))

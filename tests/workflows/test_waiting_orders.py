@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -86,6 +87,13 @@ async def others(order: OrderUnderTest) -> AsyncIterator[list[OrderUnderTest]]:
                 await _terminate_when_quiet(sibling._handle)
 
 
+async def current_details(order: OrderUnderTest) -> str:
+    metadata = await order.handle.query(
+        "__temporal_workflow_metadata", result_type=WorkflowMetadata
+    )
+    return metadata.current_details
+
+
 # ---- risk review -----------------------------------------------------------------------------
 
 
@@ -102,6 +110,8 @@ async def test_a_large_order_waits_for_review_and_a_release_ships_it(
     assert "pick_and_pack" not in order.fakes.names()  # nothing is picked while held
     assert await open_holds(order) == ["risk_review"]
     assert order.fakes.sent()[-1].kind is EmailKind.HOLD_PLACED  # to the support mailbox
+    details = await current_details(order)  # what the Temporal UI shows an operator
+    assert "**on_hold**" in details and f"hold `risk_review`: {hold.detail}" in details
 
     await order.resolve("risk_review", HoldResolution.RELEASED, "known collector")
     shipped = await order.wait_for(OrderStatus.SHIPPED)
