@@ -2,14 +2,17 @@
 
 Places a handful of orders through the HTTP API (a paperback, an express order, an e-book, a
 declined card, a cancellation, a card gateway that fails twice before it approves, an order in
-two parcels from two warehouses, a parcel that comes back, a book returned for a refund), then
-plays the carrier: once a parcel is with the carrier it posts signed tracking webhooks a few
-seconds apart, as EasyPost would, and likewise for the return parcel. One status line per
-order shows where each one is; the same orders are in the Temporal UI (search
-`OrderStatus="shipped"` and the like).
+two parcels from two warehouses, a parcel that comes back, a book returned for a refund, a
+first edition an operator reviews and releases, a new customer's order the operator rejects, a
+book on backorder until its stock arrives), then plays the carrier and the operator. Once a
+parcel is with the carrier it posts signed tracking webhooks a few seconds apart, as EasyPost
+would, and likewise for the return parcel; the operator decides the reviews and receives the
+backordered stock over the API. One status line per order shows where each one is; the same
+orders are in the Temporal UI (search `OrderStatus="shipped"` or `OrderHolds="risk_review"`).
 
 Only HTTP: API_URL (default: this machine's API_HOST/API_PORT), a client API key from
-ORDERMILL_API_KEY (default: the development client key, omk_dev_client) and the carrier's
+ORDERMILL_API_KEY (default: the development client key, omk_dev_client), an operator key from
+ORDERMILL_OPERATOR_KEY (default: the development operator key) and the carrier's
 webhook secrets from CARRIER_WEBHOOK_SECRETS / CARRIER_WEBHOOK_SECRET (the development default
 when unset). The carrier's webhooks carry only their signature, never an API key.
 """
@@ -37,11 +40,13 @@ from models.orders import FINAL_STATUSES, OrderStatus  # noqa: E402
 from models.shipments import CarrierStatus  # noqa: E402
 from settings import DEV_API_KEY_ENTRIES, Settings  # noqa: E402
 
-# The development client key `make run` prints (omk_dev_client); ORDERMILL_API_KEY replaces it.
+# The development keys `make run` prints; ORDERMILL_API_KEY / ORDERMILL_OPERATOR_KEY replace them.
 DEV_CLIENT_KEY = next(e.key for e in DEV_API_KEY_ENTRIES if e.role == "client")
+DEV_OPERATOR_KEY = next(e.key for e in DEV_API_KEY_ENTRIES if e.role == "operator")
 
 ADA = "cus_ada"
 GRACE = "cus_grace"
+NEWBIE = "cus_newbie"  # every order of hers waits for a risk review
 TO_THE_DOOR = [
     CarrierStatus.PRE_TRANSIT,
     CarrierStatus.IN_TRANSIT,
@@ -67,6 +72,9 @@ class Scenario:
     parcels: dict[str, list[CarrierStatus]] = field(default_factory=dict)
     cancel: bool = False
     returns: list[tuple[str, int]] = field(default_factory=list)  # sent back once delivered
+    review: str | None = None  # the operator's decision on its risk review: release or reject
+    restock: bool = False  # the operator receives its backordered stock once it waits
+    replenish: bool = False  # a unit of each line arrives first, so the demo never runs out
     expect: OrderStatus = OrderStatus.DELIVERED
 
     def body(self) -> dict[str, Any]:
@@ -138,7 +146,30 @@ SCENARIOS = [
         carrier=BACK_TO_US,
         expect=OrderStatus.DELIVERY_FAILED,
     ),
+    Scenario(
+        "$1,200 first edition, reviewed",
+        GRACE,
+        [("BOOK-FIRST-EDITION", 1)],
+        carrier=TO_THE_DOOR,
+        review="release",
+        replenish=True,
+    ),
+    Scenario(
+        "new customer, review rejected",
+        NEWBIE,
+        [("BOOK-DUNE", 1)],
+        review="reject",
+        expect=OrderStatus.CANCELLED,
+    ),
+    Scenario(
+        "backordered until restocked",
+        ADA,
+        [("BOOK-PREORDER", 1)],
+        carrier=TO_THE_DOOR,
+        restock=True,
+    ),
 ]
+RESTOCK_ATTEMPTS = 5  # receipts for a backorder: older waiting orders are served first
 
 
 class Board:
@@ -176,12 +207,14 @@ class Demo:
     def __init__(
         self,
         http: httpx.AsyncClient,
+        operator: httpx.AsyncClient,
         carrier: httpx.AsyncClient,
         secrets: list[str],
         step: float,
         board: Board,
     ):
         self.http = http  # the shop's client, with its API key
+        self.operator = operator  # the operator: reviews and stock receipts
         self.carrier = carrier  # the carrier: signed webhooks, no API key
         self.secrets = secrets
         self.step = step
@@ -193,6 +226,14 @@ class Demo:
 
         def show(text: str) -> None:
             self.board.show(scenario.label, text)
+
+        if scenario.replenish:
+            for sku, quantity in scenario.items:
+                key = f"demo-{self.run_id}-{number}-{sku}"
+                refused, _ = await self.receive(sku, quantity, key)
+                if refused:
+                    show(refused)
+                    return False
 
         placed = await self.http.post(
             "/orders",
@@ -218,12 +259,30 @@ class Demo:
         return_events = list(TO_THE_DOOR)  # the return parcel's way back to the warehouse
         return_tracking: str | None = None
         next_event_at = 0.0
+        reviewed, receipts, served = False, 0, False
         while True:
             view = (await self.http.get(f"/orders/{order_id}")).json()
             status = OrderStatus(view["status"])
             show(f"{order_id}  {describe(view)}")
             if status is scenario.expect:
                 return True
+            if scenario.review and not reviewed and _open_hold(view, "risk_review"):
+                refused = await self.decide(order_id, scenario.review)
+                if refused:
+                    show(f"{order_id}  {refused}")
+                    return False
+                reviewed = True
+            backordered = status is OrderStatus.BACKORDERED
+            if scenario.restock and backordered and not served and receipts < RESTOCK_ATTEMPTS:
+                # One unit at a time: a receipt serves older waiting orders first.
+                receipts += 1
+                for sku in view["backordered"]:
+                    key = f"demo-{self.run_id}-{number}-{sku}-{receipts}"
+                    refused, filled = await self.receive(sku, 1, key)
+                    if refused:
+                        show(f"{order_id}  {refused}")
+                        return False
+                    served = order_id in filled
             if status in FINAL_STATUSES:
                 show(f"{order_id}  {describe(view)}  (expected {scenario.expect.value})")
                 return False
@@ -269,6 +328,30 @@ class Demo:
                 return False
             await asyncio.sleep(0.5)
 
+    async def decide(self, order_id: str, decision: str) -> str | None:
+        """The operator's decision on the order's risk review; why it failed, if it did."""
+        reason = "known customer, address checked" if decision == "release" else "card testing"
+        answer = await self.operator.post(
+            f"/orders/{order_id}/holds/risk_review/{decision}", json={"reason": reason}
+        )
+        if answer.status_code in (200, 202):
+            return None
+        return f"review {decision} refused: HTTP {answer.status_code} {problem(answer)}"
+
+    async def receive(self, sku: str, units: int, key: str) -> tuple[str | None, list[str]]:
+        """Units of `sku` arrive at WH-EAST (a stock receipt): why it failed, if it did, and
+        the backordered orders it served."""
+        answer = await self.operator.post(
+            f"/products/{sku}/stock",
+            json={"warehouse": "WH-EAST", "add": units},
+            headers={"Idempotency-Key": key},
+        )
+        if answer.status_code == 200:
+            return None, answer.json()["filled_orders"]
+        if answer.status_code == 202:
+            return None, []
+        return f"stock receipt refused: HTTP {answer.status_code} {problem(answer)}", []
+
     async def carrier_reports(self, tracking: str, status: CarrierStatus) -> str | None:
         """Post one tracking event, signed as the carrier signs; why it was refused, if it was."""
         event = {
@@ -291,9 +374,16 @@ class Demo:
         return f"webhook {status.value} refused: HTTP {answer.status_code} {problem(answer)}"
 
 
+def _open_hold(view: dict[str, Any], code: str) -> bool:
+    return any(h["code"] == code and h["resolution"] is None for h in view.get("holds") or [])
+
+
 def describe(view: dict[str, Any]) -> str:
     """`shipped  carrier: in_transit  1Z...`: the status and what explains it."""
     parts = [view["status"]]
+    held = [h["hold_id"] for h in view.get("holds") or [] if h["resolution"] is None]
+    if held:
+        parts.append("held: " + ", ".join(held))
     if view.get("reason"):
         parts.append(f"{view['reason']['code']}: {view['reason']['detail']}")
     for shipment in view.get("shipments") or []:
@@ -327,8 +417,10 @@ async def main_async(args: argparse.Namespace) -> int:
         print(f"demo: {err}", file=sys.stderr)
         return 1
     auth = {"Authorization": f"Bearer {args.api_key}"}
+    operator_auth = {"Authorization": f"Bearer {args.operator_key}"}
     async with (
-        httpx.AsyncClient(base_url=args.api_url, timeout=10.0, headers=auth) as http,
+        httpx.AsyncClient(base_url=args.api_url, timeout=30.0, headers=auth) as http,
+        httpx.AsyncClient(base_url=args.api_url, timeout=30.0, headers=operator_auth) as operator,
         httpx.AsyncClient(base_url=args.api_url, timeout=10.0) as carrier,
     ):
         try:
@@ -356,7 +448,7 @@ async def main_async(args: argparse.Namespace) -> int:
         board = Board([s.label for s in SCENARIOS], live=sys.stdout.isatty())
         if board.live:
             board.redraw()
-        demo = Demo(http, carrier, secrets, args.step, board)
+        demo = Demo(http, operator, carrier, secrets, args.step, board)
         results = await asyncio.gather(
             *(demo.play(n, s, args.timeout) for n, s in enumerate(SCENARIOS, 1))
         )
@@ -383,6 +475,11 @@ def main() -> None:
         "--api-key",
         default=os.environ.get("ORDERMILL_API_KEY") or DEV_CLIENT_KEY,
         help=f"a client API key (ORDERMILL_API_KEY; default {DEV_CLIENT_KEY})",
+    )
+    parser.add_argument(
+        "--operator-key",
+        default=os.environ.get("ORDERMILL_OPERATOR_KEY") or DEV_OPERATOR_KEY,
+        help="an operator API key, for the reviews and stock receipts (ORDERMILL_OPERATOR_KEY)",
     )
     parser.add_argument(
         "--step", type=float, default=3.0, help="seconds between a parcel's tracking events"
