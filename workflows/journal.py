@@ -159,4 +159,5 @@ class Journal:
             parts.append(f"reason `{view.reason.code}`")
         # What an operator opening a held order in the UI needs first: what it waits for.
         parts += [f"hold `{h.hold_id}`: {h.detail}" for h in view.holds if h.resolution is None]
-        workflow.set_current_details(" · ".join(parts))
+        # The UI renders details as Markdown with math: two amounts would become a formula.
+        workflow.set_current_details(" · ".join(parts).replace("$", "\\$"))
