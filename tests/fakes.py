@@ -191,6 +191,11 @@ class FakeOrderSystems:
     # A passing outage: the next N attempts of an activity (by name) fail, then it is back.
     outages: dict[str, int] = field(default_factory=dict)
     refuse_records: int = 0
+    # The record of the change whose timeline ends with this event waits for `record_resumed`,
+    # so a test can act while that change is being recorded (`record_paused` is set then).
+    pause_record_of: str | None = None
+    record_paused: asyncio.Event = field(default_factory=asyncio.Event)
+    record_resumed: asyncio.Event = field(default_factory=asyncio.Event)
     pick_pack_cancelled: bool = False
     # Units held per order, as (warehouse, sku) -> units.
     held: dict[str, dict[tuple[str, str], int]] = field(default_factory=dict)
@@ -502,6 +507,11 @@ class FakeOrderSystems:
     async def record_order(self, request: RecordOrderInput) -> None:
         """Refuses the next `refuse_records` records as the database refuses bad data, unless
         asked to scrub it."""
+        timeline = request.order.timeline
+        if self.pause_record_of is not None and timeline[-1].event == self.pause_record_of:
+            self.pause_record_of = None
+            self.record_paused.set()
+            await self.record_resumed.wait()
         if self.refuse_records > 0 and not request.scrub:
             self.refuse_records -= 1
             raise ApplicationError(

@@ -63,6 +63,7 @@ class OrderUnderTest:
         token: str = "tok_visa",
         customer_id: str = "cus_ada",
         timeouts: OrderTimeouts | None = None,
+        task_timeout: timedelta | None = None,
     ) -> None:
         order = PlaceOrderInput(
             order_id=self.order_id,
@@ -80,6 +81,7 @@ class OrderUnderTest:
             order,
             id=order_workflow_id(self.order_id),
             task_queue=self.task_queue,
+            task_timeout=task_timeout,
         )
 
     async def view(self) -> OrderView:

@@ -5,17 +5,18 @@ The fakes record every call, so each test checks what the order did to the outsi
 as where it ended up. Days-long waits (delivery deadline, return window) are skipped.
 """
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateStage
 from temporalio.exceptions import ApplicationError
 
 from models.activities import EmailKind, RecordOrderInput
-from models.orders import OrderStatus, OrderView, TimelineEntry
+from models.orders import CancelRequest, OrderStatus, OrderView, TimelineEntry
 from models.shipments import CarrierStatus
-from models.wire import CUSTOMER_ID, ORDER_STATUS
+from models.wire import CUSTOMER_ID, ORDER_STATUS, UPDATE_CANCEL
 from tests.conftest import eventually
 from tests.fakes import ADA, DECLINED_TOKEN, FLAKY_TOKEN
 from tests.workflows.conftest import OrderUnderTest
@@ -229,6 +230,32 @@ async def test_cancel_during_fulfilment_stops_the_warehouse_voids_releases_and_e
     for name in ("book_shipment", "commit_stock", "capture_payment"):
         assert order.fakes.called(name) == [], name
     assert await search_attributes(order) == ("cancelled", "cus_ada")
+
+
+async def test_a_cancel_while_fulfilment_is_being_recorded_never_starts_the_warehouse(
+    order: OrderUnderTest,
+) -> None:
+    """A record that outlasts the workflow task (a slow database) lets the cancel in before
+    pick/pack has a handle to cancel: it must then never start."""
+    order.fakes.pause_record_of = "fulfilment_started"
+    await order.start(task_timeout=timedelta(seconds=1))
+    await asyncio.wait_for(order.fakes.record_paused.wait(), 10)
+
+    # Past 80% of the task timeout the worker hands the open task back and takes the next,
+    # which carries the cancel: accepted while the record still runs.
+    async with asyncio.timeout(20):
+        cancelling = await order.handle.start_update(
+            UPDATE_CANCEL,
+            CancelRequest(reason="changed my mind"),
+            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+            result_type=OrderView,
+        )
+        order.fakes.record_resumed.set()
+        cancelled = await cancelling.result()
+
+    assert cancelled.status is OrderStatus.CANCELLED
+    assert order.fakes.called("pick_and_pack") == []
+    assert cancelled.payment.voided and len(order.fakes.called("release_stock")) == 1
 
 
 async def test_a_cancel_is_in_the_read_model_while_it_takes_effect(
