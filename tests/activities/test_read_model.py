@@ -8,12 +8,15 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, event, update
 from sqlmodel import Session, col, select
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.downloads import DownloadLinks
 from activities.email_sender import Delivery, deliver, due_keys
+from activities.errors import DATA_REJECTED
 from activities.notifications import Mailer
 from activities.read_model import ReadModelActivities
 from models.activities import EmailKind, OrderEmail, RecordOrderInput
@@ -236,6 +239,30 @@ def test_the_row_is_the_snapshot_in_every_column(engine: Engine) -> None:
     )
     record(read_model(engine), RecordOrderInput(order=latest, version=4))
     assert stored_row(engine) == order_record_values(latest, 4)
+
+
+def test_text_the_database_refuses_is_final_and_recorded_scrubbed(engine: Engine) -> None:
+    """A NUL (from a cancel reason, say) is no outage to retry: on PostgreSQL the record fails
+    for good, so the workflow holds the order, and the scrubbed retry records a placeholder."""
+    activities = read_model(engine)
+    order = snapshot(1).order
+    cancel = TimelineEntry(at=T0, event="cancel_requested", status=order.status, detail="a\x00b")
+    order.timeline.append(cancel)
+    if engine.dialect.name == "postgresql":
+        with pytest.raises(ApplicationError) as refused:
+            record(activities, RecordOrderInput(order=order, version=2))
+        assert refused.value.type == DATA_REJECTED and refused.value.non_retryable
+        with Session(engine) as session:  # nothing of the refused record was kept
+            assert session.get(OrderRecord, order.order_id) is None
+    else:
+        record(activities, RecordOrderInput(order=order, version=2))  # SQLite keeps any text
+    record(activities, RecordOrderInput(order=order, version=3, scrub=True))
+
+    row, _, _ = stored(engine)
+    with Session(engine) as session:
+        details = session.exec(select(OrderEvent.detail).where(OrderEvent.order_id == "o-1")).all()
+    kept = "a\ufffdb" if engine.dialect.name == "postgresql" else "a\x00b"  # the first kept
+    assert row.version == 3 and kept in details
 
 
 def test_an_older_snapshot_arriving_late_does_not_overwrite_a_newer(engine: Engine) -> None:
