@@ -139,6 +139,21 @@ async def test_a_concurrent_burst_with_one_key_creates_exactly_one_order(
     assert authorizations(e2e_stack.engine, order_id) == 1
 
 
+async def test_one_key_from_two_callers_on_one_order_is_two_requests(
+    api: httpx.AsyncClient, client_api: httpx.AsyncClient
+) -> None:
+    """The Update behind a keyed request is the caller's own too, not only the key's row."""
+    order_id = (await client_api.post("/orders", json=order_body())).json()["order_id"]
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    url = f"/orders/{order_id}/inquiries"
+    mine = await client_api.post(url, json={"message": "from the client"}, headers=key)
+    theirs = await api.post(url, json={"message": "from the operator"}, headers=key)
+
+    assert mine.status_code == theirs.status_code == 201, (mine.text, theirs.text)
+    assert "idempotent-replayed" not in theirs.headers
+    assert theirs.json()["message"] == "from the operator"
+
+
 async def test_replaying_the_key_of_a_finished_order_answers_that_order(
     api: httpx.AsyncClient, e2e_stack: E2EStack
 ) -> None:

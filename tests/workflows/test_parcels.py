@@ -112,6 +112,18 @@ async def test_a_split_order_ships_two_parcels_captures_each_and_is_delivered(
     assert order.fakes.emails().count(EmailKind.DELIVERED) == 1
 
 
+async def test_one_event_id_on_two_parcels_moves_each(order: OrderUnderTest) -> None:
+    """A carrier's event ids are its own per parcel: the same id on another parcel is news."""
+    shipped = await shipped_in_turn(order)
+    for shipment in shipped.shipments:
+        await order.carrier(
+            CarrierStatus.DELIVERED, "evt-same", tracking_number=shipment.tracking_number
+        )
+    delivered = await order.wait_for(OrderStatus.DELIVERED)
+
+    assert [[e.event_id for e in s.events] for s in delivered.shipments] == [["evt-same"]] * 2
+
+
 async def test_a_parcel_returned_to_sender_refunds_its_lines_and_the_rest_is_delivered(
     order: OrderUnderTest,
 ) -> None:
