@@ -17,11 +17,19 @@ from models.orders import (
     InquiryView,
     OrderStatus,
     OrderView,
+    ReturnStatus,
 )
 from models.shipments import CarrierStatus
 from models.wire import ORDER_HOLDS, UPDATE_ASK
 from tests.conftest import eventually
 from tests.workflows.conftest import OrderUnderTest
+from tests.workflows.test_returns import (
+    delivered,
+    parcel_back,
+    request_return,
+    return_request,
+    the_return,
+)
 
 DUNE, STANDARD_SHIPPING = 1899, 499
 TOTAL = DUNE + STANDARD_SHIPPING
@@ -100,6 +108,26 @@ async def test_a_refused_refund_is_held_and_a_rejected_one_is_settled_outside(
     (refund,) = final.refunds
     assert refund.settled_outside and refund.amount == TOTAL
     assert final.payment.refunded == final.payment.captured
+    await no_task_failed(order)
+
+
+async def test_a_refund_refused_in_a_return_is_held_and_a_release_refunds_it(
+    order: OrderUnderTest,
+) -> None:
+    """The return runs beside the order's main line: its failure must still reach a hold."""
+    order.fakes.refund_refusals = 1
+    await delivered(order, {"BOOK-DUNE": 1})
+    ret = await request_return(order, return_request(BOOK_DUNE=1))
+    await parcel_back(order, ret, "evt-ret")
+    held = await order.hold("refund_refused")
+    assert the_return(held, "RET-1").status is not ReturnStatus.REFUNDED
+
+    await order.resolve("refund_refused", HoldResolution.RELEASED)
+    returned = await order.wait_for(OrderStatus.RETURNED)
+
+    assert the_return(returned, "RET-1").status is ReturnStatus.REFUNDED
+    assert returned.payment.refunded == DUNE
+    assert (await order.result()).status is OrderStatus.COMPLETED
     await no_task_failed(order)
 
 
