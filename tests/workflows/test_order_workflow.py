@@ -348,6 +348,22 @@ async def test_return_to_sender_refunds_and_fails_the_delivery(order: OrderUnder
     assert EmailKind.DELIVERED not in order.fakes.emails()
 
 
+async def test_a_failed_delivery_of_a_mixed_order_refunds_all_and_revokes_the_download(
+    order: OrderUnderTest,
+) -> None:
+    """Everything is refunded, the e-book included, so its link must stop working."""
+    await order.start({"BOOK-DUNE": 1, "EBOOK-DUNE": 1})
+    await order.wait_for(OrderStatus.SHIPPED)
+    await order.carrier(CarrierStatus.RETURN_TO_SENDER, "evt-back")
+    final = await order.result()
+
+    assert final.status is OrderStatus.DELIVERY_FAILED
+    assert final.payment.refunded == final.payment.captured == DUNE + EBOOK + STANDARD_SHIPPING
+    assert order.fakes.revoked == {(order.order_id, "EBOOK-DUNE")}
+    (restock,) = order.fakes.called("restock")
+    assert [(p.warehouse, p.lines[0].sku) for p in restock.parcels] == [("WH-EAST", "BOOK-DUNE")]
+
+
 async def test_duplicate_and_out_of_order_carrier_events_change_nothing(
     order: OrderUnderTest,
 ) -> None:
