@@ -210,7 +210,9 @@ def test_a_support_inquiry_is_forwarded_once_however_often_retried(engine: Engin
         idempotency_key="o-1:inquiry:INQ-1",
         customer_email="ada@example.com",
         inquiry=InquiryView(inquiry_id="INQ-1", message="Gift-wrap, please?", at=NOW),
-        order=order_view(),
+        order=order_view().model_copy(
+            update={"inquiries": [InquiryView(inquiry_id="INQ-0", message="Is it signed?", at=NOW)]}
+        ),
     )
 
     first = retry_env(1).run(notifications.notify_support, request)
@@ -222,6 +224,7 @@ def test_a_support_inquiry_is_forwarded_once_however_often_retried(engine: Engin
     message = notifier.sent[0]
     assert (message["To"], message["Reply-To"]) == ("support@shop.example", "ada@example.com")
     assert "Gift-wrap, please?" in message.get_content()
+    assert "Is it signed?" not in message.get_content()  # each email carries only its question
     with Session(engine) as session:
         row = session.get(SentEmail, "o-1:inquiry:INQ-1")
         assert row is not None and row.sent_at is not None
