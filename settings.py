@@ -197,6 +197,12 @@ class Settings(BaseSettings):
     )
 
     activity_threads: int = 32
+    worker_metrics_address: str | None = Field(
+        default=None,
+        pattern=r"^[^:\s]+:\d{1,5}$",
+        description="host:port where the worker serves Prometheus metrics (the SDK's and "
+        "ordermill's, at /metrics); unset, none are served",
+    )
     workflow_cache_size: int = Field(
         default=300,
         description="Orders the worker keeps in memory between their steps (about 0.4 MB "

@@ -16,6 +16,7 @@ from temporalio.common import (
     WorkflowIDReusePolicy,
 )
 from temporalio.envconfig import ClientConfigProfile
+from temporalio.runtime import Runtime
 
 from encryption import codec_from_settings, data_converter
 from models.orders import OrderStatus, OrderView, PlaceOrderInput
@@ -23,14 +24,16 @@ from models.wire import CUSTOMER_ID, ORDER_STATUS, ORDER_WORKFLOW, TASK_QUEUE, o
 from settings import Settings
 
 
-async def connect_temporal(settings: Settings) -> Client:
+async def connect_temporal(settings: Settings, runtime: Runtime | None = None) -> Client:
+    """A client for the settings' namespace; on `runtime` (the worker's, with its metrics)
+    when given, else on the SDK's default one."""
     config = ClientConfigProfile.load().to_client_connect_config()
     config["target_host"] = settings.temporal_address
     config["namespace"] = settings.temporal_namespace
     codec = codec_from_settings(
         settings.encryption_key_id, settings.encryption_key, settings.encryption_old_keys
     )
-    return await Client.connect(**config, data_converter=data_converter(codec))
+    return await Client.connect(**config, data_converter=data_converter(codec), runtime=runtime)
 
 
 async def start_order(client: Client, order: PlaceOrderInput) -> WorkflowHandle[Any, OrderView]:

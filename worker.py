@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Engine
 from temporalio import activity, workflow
 from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from activities.customers import CustomerActivities
@@ -136,10 +137,26 @@ def build_worker(
     )
 
 
+def metrics_runtime(address: str | None) -> Runtime | None:
+    """A runtime serving the SDK's metrics, and ordermill's through the same meter, on
+    `address`; None (the default runtime, no endpoint) when unset."""
+    if address is None:
+        return None
+    prometheus = PrometheusConfig(
+        bind_address=address,
+        counters_total_suffix=True,
+        unit_suffix=True,
+        durations_as_seconds=True,
+    )
+    return Runtime(telemetry=TelemetryConfig(metrics=prometheus))
+
+
 async def run_worker(settings: Settings) -> None:
     settings.check_production_ready()
     engine = open_database(settings.effective_database_url)  # never changes the schema
-    client = await connect_temporal(settings)
+    client = await connect_temporal(settings, metrics_runtime(settings.worker_metrics_address))
+    if settings.worker_metrics_address:
+        log.info("worker metrics at http://%s/metrics", settings.worker_metrics_address)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

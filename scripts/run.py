@@ -52,6 +52,8 @@ STOP_GRACE = 5.0  # seconds a child gets to exit after SIGTERM before it is kill
 # worker.py lets running activities finish for 10 s (graceful_shutdown_timeout) before it
 # cancels them; its grace covers that, and the cancelled activities' reports after it.
 WORKER_STOP_GRACE = 15.0
+# Served by the worker under `make run` (elsewhere only when set): Prometheus's usual port.
+DEFAULT_WORKER_METRICS = "127.0.0.1:9464"
 TEMPORAL_STARTUP = 60.0
 API_STARTUP = 60.0
 # A child that dies sooner than this after starting "crashed fast"; after MAX_FAST_CRASHES of
@@ -209,6 +211,11 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
+def moved(setting: str, host: str, port: int) -> str:
+    """The setting's value for another port: an address keeps its host."""
+    return f"{host}:{port}" if setting.endswith("_ADDRESS") else str(port)
+
+
 def check_ports(ports: Sequence[tuple[str, str, int]]) -> list[str]:
     """One sentence per busy port, naming the setting that moves it."""
     problems = []
@@ -217,7 +224,7 @@ def check_ports(ports: Sequence[tuple[str, str, int]]) -> list[str]:
             problems.append(
                 f"port {port} is already in use ({setting}): stop whatever uses it "
                 f"(`ss -ltnp 'sport = :{port}'` shows it) or choose another port, "
-                f"e.g. `{setting}={port + 10000} make run`"
+                f"e.g. `{setting}={moved(setting, host, port + 10000)} make run`"
             )
             if setting == "TEMPORAL_PORT":
                 problems.append(
@@ -354,6 +361,11 @@ def banner(settings: Settings, *, own_temporal: bool) -> str:
             f"  Temporal         {settings.temporal_address}, namespace "
             f"{settings.temporal_namespace}: find orders in its UI with {query}"
         ]
+    metrics = (
+        [f"  Worker metrics   http://{settings.worker_metrics_address}/metrics"]
+        if settings.worker_metrics_address
+        else []
+    )
     if settings.smtp_host:
         mail = f"  Emails           sent through {settings.smtp_host}:{settings.smtp_port}"
     else:
@@ -367,6 +379,7 @@ def banner(settings: Settings, *, own_temporal: bool) -> str:
             "ordermill is running",
             f"  API docs         {api}/docs",
             *temporal,
+            *metrics,
             mail,
             *keys,
             *codec_lines(settings, own_temporal=own_temporal),
@@ -610,6 +623,8 @@ def child_env(settings: Settings, *, own_temporal: bool) -> dict[str, str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if own_temporal:
         env["TEMPORAL_ADDRESS"] = settings.temporal_address
+    if settings.worker_metrics_address:
+        env["WORKER_METRICS_ADDRESS"] = settings.worker_metrics_address
     return env
 
 
@@ -634,7 +649,12 @@ async def main_async() -> int:
     if own_temporal:
         settings.temporal_address = f"localhost:{settings.temporal_port}"
 
+    if "worker_metrics_address" not in settings.model_fields_set:
+        settings.worker_metrics_address = DEFAULT_WORKER_METRICS
     ports = [("API_PORT", settings.api_host, settings.api_port)]
+    if settings.worker_metrics_address:
+        host, _, port = settings.worker_metrics_address.rpartition(":")
+        ports.append(("WORKER_METRICS_ADDRESS", host, int(port)))
     if own_temporal:
         ports += [
             ("TEMPORAL_PORT", "127.0.0.1", settings.temporal_port),

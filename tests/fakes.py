@@ -522,8 +522,11 @@ class FakeOrderSystems:
 
 
 @asynccontextmanager
-async def fake_worker(client: Client, fakes: FakeOrderSystems) -> AsyncIterator[str]:
-    """Run OrderWorkflow with `fakes` on a fresh task queue, yielding the queue's name.
+async def fake_worker(
+    client: Client, fakes: FakeOrderSystems, **options: Any
+) -> AsyncIterator[str]:
+    """Run OrderWorkflow with `fakes` on a fresh task queue, yielding the queue's name;
+    `options` go to the Worker.
 
     Heartbeats are flushed every 100 ms (not every 8 s, 80% of pick/pack's heartbeat timeout)
     so a cancel reaches the fake warehouse promptly.
@@ -536,5 +539,6 @@ async def fake_worker(client: Client, fakes: FakeOrderSystems) -> AsyncIterator[
         activities=fakes.activities(),
         max_heartbeat_throttle_interval=timedelta(milliseconds=100),
         default_heartbeat_throttle_interval=timedelta(milliseconds=100),
+        **options,
     ):
         yield task_queue

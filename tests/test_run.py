@@ -90,6 +90,7 @@ def run_env(data_dir: Path, **overrides: str) -> dict[str, str]:
         API_PORT=str(free_port()),
         TEMPORAL_PORT=str(free_port()),
         TEMPORAL_UI_PORT=str(free_port()),
+        WORKER_METRICS_ADDRESS=f"127.0.0.1:{free_port()}",
         FULFILLMENT_DELAY="0.5",
         NO_COLOR="1",
     )
@@ -185,6 +186,10 @@ async def test_runs_restarts_stops_cleanly_and_keeps_orders(tmp_path: Path) -> N
                 return str((await http.get(f"/orders/{order_id}")).json()["status"])
 
             await eventually(status, lambda s: s == "shipped", within=30)
+            metrics = f"http://{env['WORKER_METRICS_ADDRESS']}/metrics"
+            assert metrics in run.output  # the banner says where
+            served = await http.get(metrics)
+            assert served.status_code == 200 and "temporal_workflow_task_" in served.text
 
         workers = [p for p in processes_mentioning(str(data_dir)) if "worker.py" in p]
         assert len(workers) == 1, workers

@@ -60,7 +60,7 @@ with workflow.unsafe.imports_passed_through():
         UPDATE_REQUEST_RETURN,
         UPDATE_RESOLVE_HOLD,
     )
-    from workflows import policies, rules
+    from workflows import metrics, policies, rules
     from workflows.fulfilment import Fulfilment
     from workflows.holds import HoldRejected, Holds
     from workflows.journal import Journal
@@ -113,6 +113,7 @@ class OrderWorkflow:
                 request = self._fulfilment.cancel_request
                 await self._cancel(request.reason if request else rejected.reason)
         await workflow.wait_condition(workflow.all_handlers_finished)
+        metrics.order_finished(self._view.status)
         return self._view
 
     # ---- stages ---------------------------------------------------------------------------
