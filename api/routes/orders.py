@@ -13,12 +13,12 @@ import re
 import uuid
 from datetime import UTC, datetime
 from functools import partial
-from typing import Annotated
+from typing import Annotated, Any
 
 from anyio import to_thread
 from fastapi import APIRouter, BackgroundTasks, Body, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import Engine, and_, or_
+from sqlalchemy import Engine, and_, func, or_
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session, col, select
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -310,17 +310,20 @@ def list_orders(
     if hold is not None and not principal.is_operator:
         raise forbidden("only operators may list the orders held for a decision")
     # The column pages are keyed on: when the hold was placed, or when the order was.
-    key = col(OrderHold.placed_at) if hold is not None else col(OrderRecord.placed_at)
+    key: Any = col(OrderRecord.placed_at)
+    if hold is not None:
+        # One row per order, however many holds of the code it has open (two parcels' declined
+        # captures, say), at its longest-waiting one.
+        held = (
+            select(col(OrderHold.order_id), func.min(col(OrderHold.placed_at)).label("held_at"))
+            .where(col(OrderHold.code) == hold.value, col(OrderHold.resolved_at).is_(None))
+            .group_by(col(OrderHold.order_id))
+            .subquery()
+        )
+        key = held.c.held_at
     query = select(OrderRecord, key)
     if hold is not None:
-        query = query.join(
-            OrderHold,
-            and_(
-                col(OrderHold.order_id) == col(OrderRecord.order_id),
-                col(OrderHold.code) == hold.value,
-                col(OrderHold.resolved_at).is_(None),
-            ),
-        )
+        query = query.join(held, held.c.order_id == col(OrderRecord.order_id))
     if not principal.is_operator:
         query = query.where(OrderRecord.placed_by == principal.name)
     if customer_id is not None:

@@ -2,12 +2,13 @@
 operator's release and reject, a client refused, and a stock receipt waking the right orders
 in the right order."""
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 from sqlmodel import Session
 
-from models.tables import Product
+from models.tables import OrderHold, Product
 from tests.api.conftest import assert_problem, follow, has_status, place
 from tests.conftest import E2EStack, eventually, new_id
 
@@ -125,3 +126,31 @@ async def test_a_stock_receipt_wakes_the_oldest_backorders_first(
     cancelled = await client_api.post(f"/orders/{orders[2]}/cancel", json={})
     assert cancelled.status_code == 200, cancelled.text
     assert cancelled.json()["status"] == "cancelled" and cancelled.json()["payment"]["voided"]
+
+
+async def test_an_order_with_two_open_holds_of_one_code_is_listed_once(
+    api: httpx.AsyncClient, e2e_stack: E2EStack
+) -> None:
+    """Two parcels' captures declined at once: the order is in that queue once, at the
+    longest-waiting of its holds."""
+    order_id = (await place(api))["order_id"]
+    await follow(api, order_id, has_status("shipped"))
+    code = "capture_declined"
+    first = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)  # older than any real hold: first in line
+    with Session(e2e_stack.engine) as session:
+        for n, minutes in enumerate([5, 0, 10], start=1):
+            session.add(
+                OrderHold(
+                    order_id=order_id,
+                    hold_id=f"{code}-{n}",
+                    code=code,
+                    placed_at=first + timedelta(minutes=minutes),
+                    resolved_at=first if n == 3 else None,  # a resolved one is history
+                )
+            )
+        session.commit()
+
+    page = await api.get("/orders", params={"hold": code, "limit": "100"})
+    assert page.status_code == 200, page.text
+    ids = [item["order_id"] for item in page.json()["items"]]
+    assert ids.count(order_id) == 1 and ids[0] == order_id
