@@ -197,6 +197,11 @@ class Settings(BaseSettings):
     )
 
     activity_threads: int = 32
+    metrics_auth: Literal["open", "operator"] | None = Field(
+        default=None,
+        description="Who may read the API's /metrics: `open` (anyone who reaches the API) or "
+        "`operator`; unset, open in development and operator in production",
+    )
     worker_metrics_address: str | None = Field(
         default=None,
         pattern=r"^[^:\s]+:\d{1,5}$",
@@ -263,12 +268,18 @@ class Settings(BaseSettings):
             raise RuntimeError(f"{name} must be set when APP_ENV=production")
         return value
 
+    @property
+    def effective_metrics_auth(self) -> Literal["open", "operator"]:
+        return self.metrics_auth or ("operator" if self.is_production else "open")
+
     def production_problems(self, *, serving_api: bool = True) -> list[str]:
         """What keeps this configuration from running in production, one phrase per setting.
 
         A worker serves no HTTP, so it may run without API_KEYS (but never with development keys).
         """
         problems = []
+        if self.metrics_auth == "open":
+            problems.append("METRICS_AUTH is open (production requires operator)")
         entries = parse_api_keys(self.api_keys) if self.api_keys else []
         dev_keys = {entry.key for entry in DEV_API_KEY_ENTRIES}
         if not entries:

@@ -21,6 +21,7 @@ from temporalio.client import Client
 
 from api import idempotency
 from api.auth import Authenticated, Keyring, OrderAccess
+from api.metrics import ApiMetrics, RecordRequests
 from api.middleware import Allowance, LimitRequestBody, PathCors
 from api.problems import auth_responses, install_problem_handlers
 from api.routes import (
@@ -30,6 +31,7 @@ from api.routes import (
     downloads,
     health,
     holds,
+    metrics,
     orders,
     products,
     webhooks,
@@ -77,6 +79,7 @@ def routers() -> list[tuple[APIRouter, list[Any]]]:
         (webhooks.router, []),
         (downloads.router, []),
         (health.router, []),
+        (metrics.router, []),  # METRICS_AUTH decides: see api.routes.metrics
     ]
 
 
@@ -135,6 +138,8 @@ def create_app(
     )
     install_problem_handlers(app)
     app.add_middleware(PathCors, prefix=codec.PREFIX, origins=settings.codec_origins)
+    app.state.metrics = ApiMetrics()
+    app.add_middleware(RecordRequests, metrics=app.state.metrics)  # outermost: every answer
 
     for router, dependencies in routers():
         keyed = Authenticated in dependencies

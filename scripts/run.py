@@ -361,11 +361,9 @@ def banner(settings: Settings, *, own_temporal: bool) -> str:
             f"  Temporal         {settings.temporal_address}, namespace "
             f"{settings.temporal_namespace}: find orders in its UI with {query}"
         ]
-    metrics = (
-        [f"  Worker metrics   http://{settings.worker_metrics_address}/metrics"]
-        if settings.worker_metrics_address
-        else []
-    )
+    metrics = [f"  API metrics      {api}/metrics"]
+    if settings.worker_metrics_address:
+        metrics.append(f"  Worker metrics   http://{settings.worker_metrics_address}/metrics")
     if settings.smtp_host:
         mail = f"  Emails           sent through {settings.smtp_host}:{settings.smtp_port}"
     else:

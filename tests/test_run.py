@@ -190,6 +190,8 @@ async def test_runs_restarts_stops_cleanly_and_keeps_orders(tmp_path: Path) -> N
             assert metrics in run.output  # the banner says where
             served = await http.get(metrics)
             assert served.status_code == 200 and "temporal_workflow_task_" in served.text
+            assert f"{api}/metrics" in run.output
+            assert "ordermill_orders_placed_total 1.0" in (await http.get("/metrics")).text
 
         workers = [p for p in processes_mentioning(str(data_dir)) if "worker.py" in p]
         assert len(workers) == 1, workers

@@ -27,6 +27,7 @@ from temporalio.service import RPCError
 from api import idempotency
 from api.auth import Principal, PrincipalDep, forbidden
 from api.deps import EngineDep, SessionDep, SettingsDep, TemporalClientDep
+from api.metrics import ApiMetricsDep
 from api.order_calls import Refusal, load_order, temporal_unavailable, update_responses
 from api.order_updates import CallerDep, key_reused, order_update
 from api.problems import ApiProblem, invalid, problem_responses
@@ -142,6 +143,7 @@ async def place_order(
     engine: EngineDep,
     settings: SettingsDep,
     principal: PrincipalDep,
+    metrics: ApiMetricsDep,
     idempotency_key: IdempotencyKey = None,
 ) -> OrderView:
     """Starts the order's workflow and answers at once with the order as it stands (usually
@@ -204,6 +206,7 @@ async def place_order(
     except RPCError as err:
         raise temporal_unavailable(err) from None
     if not replayed:
+        metrics.orders_placed.inc()
         # A new order id, so this request started the workflow: the order is `received`.
         # Querying it would wait for its worker's first task, most of the request's time.
         placed = received_view(order)

@@ -25,6 +25,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api import signatures
 from api.deps import EngineDep, SettingsDep, TemporalClientDep
+from api.metrics import ApiMetricsDep
 from api.order_calls import temporal_unavailable
 from api.problems import ApiProblem, field_errors, invalid, not_found, problem_responses
 from models.http import CARRIER_EVENT_EXAMPLES, WebhookAck
@@ -135,6 +136,7 @@ def _request_body_docs() -> dict[str, Any]:
 )
 async def carrier_event(
     request: Request,
+    metrics: ApiMetricsDep,
     client: TemporalClientDep,
     engine: EngineDep,
     settings: SettingsDep,
@@ -164,6 +166,7 @@ async def carrier_event(
     if receipt is None:
         raise not_found("shipment", f"no shipment has tracking number {event.tracking_number}")
     if receipt.duplicate:
+        metrics.webhook_receipts.labels("duplicate").inc()
         return WebhookAck(event_id=event.event_id, outcome="duplicate")
 
     handle = client.get_workflow_handle(order_workflow_id(receipt.order_id))
@@ -176,4 +179,5 @@ async def carrier_event(
         log.info("order %s is closed; recorded %s only", receipt.order_id, event.event_id)
         outcome = Outcome.ORDER_CLOSED
     await to_thread.run_sync(_settle, engine, receipt, event, outcome)
+    metrics.webhook_receipts.labels(outcome.value).inc()
     return WebhookAck(event_id=event.event_id, outcome=outcome.value)

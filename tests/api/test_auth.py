@@ -150,6 +150,8 @@ ENDPOINTS = [
     Endpoint("GET", "/readyz", answers(200, 200, 200, anonymous=200)),
     Endpoint("GET", "/openapi.json", answers(200, 200, 200, anonymous=200)),
     Endpoint("GET", "/docs", answers(200, 200, 200, anonymous=200)),
+    # METRICS_AUTH is open in development (operator-only: tests/api/test_api_metrics.py).
+    Endpoint("GET", "/metrics", answers(200, 200, 200, anonymous=200)),
 ]
 
 
