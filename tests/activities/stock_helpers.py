@@ -6,9 +6,6 @@ Earthsea in WH-WEST only, the last copy in WH-EAST, the sold-out atlas nowhere, 
 (backorderable) nowhere.
 """
 
-import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -67,21 +64,6 @@ def stock_product(engine: Engine, sku: str, backorderable: bool = False, **on_ha
         for warehouse, units in on_hand.items():
             session.add(Stock(sku=sku, warehouse=warehouse.replace("_", "-"), on_hand=units))
         session.commit()
-
-
-def race(racers: int, attempt: Callable[[int], T]) -> list[T | ApplicationError]:
-    """Run `attempt(n)` for n in range(racers) at once; a business failure is an outcome."""
-    start = threading.Barrier(racers)
-
-    def run(n: int) -> T | ApplicationError:
-        start.wait()
-        try:
-            return attempt(n)
-        except ApplicationError as err:
-            return err
-
-    with ThreadPoolExecutor(max_workers=racers) as pool:
-        return list(pool.map(run, range(racers)))
 
 
 def assert_out_of_stock(outcomes: list[object], sku: str) -> None:

@@ -23,6 +23,7 @@ from models.activities import (
 )
 from models.orders import OrderItem
 from models.tables import Backorder, StockReceipt
+from tests.activities.races import race
 from tests.activities.stock_helpers import (
     EAST,
     OPENED,
@@ -31,7 +32,6 @@ from tests.activities.stock_helpers import (
     assert_out_of_stock,
     holds,
     parcel,
-    race,
     reserve_input,
     stock,
     stock_product,

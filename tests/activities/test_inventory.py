@@ -20,13 +20,13 @@ from models.activities import (
     RestockInput,
 )
 from models.tables import Stock
+from tests.activities.races import race
 from tests.activities.stock_helpers import (
     EAST,
     WEST,
     assert_out_of_stock,
     holds,
     parcel,
-    race,
     reserve_input,
     stock,
     stock_product,

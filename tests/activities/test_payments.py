@@ -31,6 +31,7 @@ from models.activities import (
     VoidPaymentInput,
 )
 from models.tables import PaymentTransaction
+from tests.activities.races import race
 
 T = TypeVar("T")
 
@@ -123,21 +124,6 @@ def declined_code(call: Callable[[], object]) -> str:
         call()
     assert declined.value.non_retryable
     return str(declined.value.details[0])
-
-
-def race(racers: int, attempt: Callable[[int], T]) -> list[T | ApplicationError]:
-    """Run `attempt(0..racers-1)` at once on threads; each one's result or business failure."""
-    start = threading.Barrier(racers)
-
-    def run(n: int) -> T | ApplicationError:
-        start.wait()
-        try:
-            return attempt(n)
-        except ApplicationError as failure:
-            return failure
-
-    with ThreadPoolExecutor(max_workers=racers) as pool:
-        return list(pool.map(run, range(racers)))
 
 
 def refund(
