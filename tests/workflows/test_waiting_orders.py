@@ -6,25 +6,15 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowUpdateFailedError
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
 from models.activities import EmailKind, ReceiveStockInput, StockReceiptResult
-from models.orders import (
-    AuthorizationStatus,
-    HoldCode,
-    HoldResolution,
-    OrderStatus,
-    OrderTimeouts,
-    OrderView,
-)
+from models.holds import HoldCode, HoldResolution
+from models.orders import AuthorizationStatus, OrderStatus, OrderTimeouts, OrderView
 from models.shipments import CarrierStatus
-from models.wire import ORDER_HOLDS, SEARCH_ATTRIBUTES
-from tests.conftest import new_id, venv_binary
+from models.wire import ORDER_HOLDS
+from tests.conftest import new_id, start_time_skipping
 from tests.fakes import FakeOrderSystems, fake_worker
 from tests.workflows.conftest import OrderUnderTest, _terminate_when_quiet
 from workflows.stock_receipt import StockReceiptWorkflow
@@ -51,19 +41,7 @@ async def receive(order: OrderUnderTest, sku: str, add: int) -> StockReceiptResu
 async def lone_order() -> AsyncIterator[OrderUnderTest]:
     """An order on a time-skipping server of its own: weeks of skipped timers with renewals
     in between, unaffected by what earlier tests left on the shared server."""
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=venv_binary("temporal-test-server"),
-        data_converter=pydantic_data_converter,
-    )
-    await env.client.operator_service.add_search_attributes(
-        AddSearchAttributesRequest(
-            namespace=env.client.namespace,
-            search_attributes={
-                key.name: IndexedValueType.ValueType(key.indexed_value_type)
-                for key in SEARCH_ATTRIBUTES
-            },
-        )
-    )
+    env = await start_time_skipping()
     fakes = FakeOrderSystems()
     try:
         async with fake_worker(env.client, fakes) as task_queue:
