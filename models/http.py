@@ -10,12 +10,12 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, field_validator
 from pydantic_core import PydanticCustomError
 
+from models.holds import HoldCode
 from models.orders import (
     MAX_LINES,
     MAX_QUANTITY,
     Address,
     DeliveryOption,
-    HoldCode,
     OrderItem,
     OrderStatus,
     PaymentMethod,

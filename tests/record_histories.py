@@ -32,13 +32,12 @@ from temporalio.worker import Worker
 
 from database import init_database
 from models.activities import ReceiveStockInput
+from models.holds import HoldDecision, HoldResolution
 from models.orders import (
     CancelRequest,
     FeedbackRequest,
     FeedbackView,
     GoodwillRefundRequest,
-    HoldDecision,
-    HoldResolution,
     InquiryRequest,
     InquiryView,
     OrderItem,

@@ -15,7 +15,8 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 from models.activities import EmailKind
-from models.orders import HoldCode, HoldDecision, HoldResolution, HoldView, OrderStatus, OrderView
+from models.holds import HoldCode, HoldDecision, HoldResolution, HoldView
+from models.orders import OrderStatus, OrderView
 from models.wire import ORDER_HOLDS
 from workflows.journal import Journal
 from workflows.policies import failure_code

@@ -18,16 +18,8 @@ from models.activities import (
     RecordOrderInput,
     VerifiedCustomer,
 )
-from models.orders import (
-    HoldCode,
-    HoldResolution,
-    HoldView,
-    OrderStatus,
-    OrderView,
-    TimelineEntry,
-    money,
-    tracking_numbers,
-)
+from models.holds import HoldCode, HoldResolution, HoldView
+from models.orders import OrderStatus, OrderView, TimelineEntry, money, tracking_numbers
 from models.wire import CUSTOMER_ID, ORDER_STATUS
 from workflows import policies
 

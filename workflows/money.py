@@ -24,11 +24,11 @@ from models.activities import (
     RefundPaymentInput,
     VoidPaymentInput,
 )
+from models.holds import HoldCode
 from models.orders import (
     AuthorizationStatus,
     AuthorizationView,
     CaptureView,
-    HoldCode,
     OrderTimeouts,
     PaymentSummary,
     Problem,

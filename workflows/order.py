@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
         ReserveStockInput,
         VerifyCustomerInput,
     )
+    from models.holds import HoldCode, HoldDecision, HoldResolution
     from models.orders import (
         CANCELLABLE_STATUSES,
         FINAL_STATUSES,
@@ -32,9 +33,6 @@ with workflow.unsafe.imports_passed_through():
         FeedbackRequest,
         FeedbackView,
         GoodwillRefundRequest,
-        HoldCode,
-        HoldDecision,
-        HoldResolution,
         InquiryRequest,
         InquiryView,
         OrderStatus,

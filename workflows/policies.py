@@ -17,7 +17,8 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, RetryState
 
 from activities.errors import DATA_REJECTED
-from models.orders import HoldCode, Problem
+from models.holds import HoldCode
+from models.orders import Problem
 
 Arg = TypeVar("Arg")
 Result = TypeVar("Result")

@@ -17,13 +17,14 @@ from api.order_calls import Refusal, update_responses
 from api.order_updates import CallerDep, OptionalKey, order_update
 from api.problems import problem_responses
 from api.routes.orders import OrderId
+from models.holds import HoldDecision, HoldResolution
 from models.http import (
     HOLD_REJECTION_EXAMPLES,
     HOLD_RELEASE_EXAMPLES,
     HoldRejection,
     HoldRelease,
 )
-from models.orders import HoldDecision, HoldResolution, OrderView
+from models.orders import OrderView
 from models.wire import UPDATE_RESOLVE_HOLD
 
 router = APIRouter(prefix="/orders", tags=["holds"], dependencies=[OperatorOnly])

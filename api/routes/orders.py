@@ -32,6 +32,7 @@ from api.order_calls import Refusal, load_order, temporal_unavailable, update_re
 from api.order_updates import CallerDep, key_reused, order_update
 from api.problems import ApiProblem, invalid, problem_responses
 from database import read_only
+from models.holds import HoldCode
 from models.http import (
     CANCEL_EXAMPLES,
     CUSTOMER_ID_PATTERN,
@@ -43,7 +44,6 @@ from models.http import (
 )
 from models.orders import (
     CancelRequest,
-    HoldCode,
     OrderLimits,
     OrderStatus,
     OrderTimeouts,

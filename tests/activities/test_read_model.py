@@ -20,11 +20,9 @@ from activities.errors import DATA_REJECTED
 from activities.notifications import Mailer
 from activities.read_model import ReadModelActivities
 from models.activities import EmailKind, OrderEmail, RecordOrderInput
+from models.holds import HoldCode, HoldResolution, HoldView
 from models.orders import (
     DeliveryOption,
-    HoldCode,
-    HoldResolution,
-    HoldView,
     OrderItem,
     OrderLine,
     OrderStatus,

@@ -17,11 +17,9 @@ from temporalio.client import (
 )
 from temporalio.testing import WorkflowEnvironment
 
+from models.holds import HoldDecision, HoldResolution, HoldView
 from models.orders import (
     CancelRequest,
-    HoldDecision,
-    HoldResolution,
-    HoldView,
     OrderItem,
     OrderStatus,
     OrderTimeouts,

@@ -10,15 +10,8 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 
 from models.activities import EmailKind
-from models.orders import (
-    HoldCode,
-    HoldResolution,
-    InquiryRequest,
-    InquiryView,
-    OrderStatus,
-    OrderView,
-    ReturnStatus,
-)
+from models.holds import HoldCode, HoldResolution
+from models.orders import InquiryRequest, InquiryView, OrderStatus, OrderView, ReturnStatus
 from models.shipments import CarrierStatus
 from models.wire import ORDER_HOLDS, UPDATE_ASK
 from tests.conftest import eventually

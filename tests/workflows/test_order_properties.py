@@ -72,14 +72,13 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from models.activities import OrderEmail, ShipmentDirection
+from models.holds import HoldDecision, HoldResolution
 from models.orders import (
     FINAL_STATUSES,
     AuthorizationStatus,
     CancelRequest,
     FeedbackRequest,
     GoodwillRefundRequest,
-    HoldDecision,
-    HoldResolution,
     InquiryRequest,
     OrderItem,
     OrderLimits,
