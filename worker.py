@@ -39,6 +39,7 @@ from database import SchemaNotCurrent, open_database
 from models.wire import TASK_QUEUE
 from settings import Settings
 from temporal_client import connect_temporal
+from workflows import metrics
 from workflows.order import OrderWorkflow
 from workflows.stock_receipt import StockReceiptWorkflow
 
@@ -147,6 +148,7 @@ def metrics_runtime(address: str | None) -> Runtime | None:
         counters_total_suffix=True,
         unit_suffix=True,
         durations_as_seconds=True,
+        histogram_bucket_overrides={metrics.STAGE_DURATION: metrics.STAGE_BUCKETS_SECONDS},
     )
     return Runtime(telemetry=TelemetryConfig(metrics=prometheus))
 

@@ -6,12 +6,14 @@ afterwards adds nothing.
 """
 
 import urllib.request
+from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
+from models.holds import HoldResolution
 from tests.conftest import free_port
 from tests.fakes import FakeOrderSystems, fake_worker
 from tests.workflows.conftest import OrderUnderTest
@@ -25,13 +27,23 @@ def scrape(address: str) -> list[str]:
         return [line for line in response.read().decode().splitlines() if line[:1] != "#"]
 
 
-def finished(lines: list[str], status: str) -> float:
-    """The order count of `status`, summed over the other labels (task queue, ...)."""
+def total(lines: list[str], name: str, **labels: str) -> float:
+    """The series `name` with these labels, summed over the others (task queue, ...)."""
+    wanted = [f'{key}="{value}"' for key, value in labels.items()]
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in lines
-        if line.startswith("ordermill_orders_finished_total{") and f'status="{status}"' in line
+        if line.startswith(name + "{") and all(label in line for label in wanted)
     )
+
+
+def finished(lines: list[str], status: str) -> float:
+    return total(lines, "ordermill_orders_finished_total", status=status)
+
+
+# With no workflow cache, some of these orders' workflow tasks are only retried once they time
+# out (10 s by default; seen as 10 s stalls): a short task timeout keeps the test quick.
+FAST = timedelta(seconds=1)
 
 
 async def test_the_worker_serves_sdk_metrics_and_counts_each_finished_order_once(
@@ -49,12 +61,19 @@ async def test_the_worker_serves_sdk_metrics_and_counts_each_finished_order_once
     fakes = FakeOrderSystems()
     async with fake_worker(client, fakes, max_cached_workflows=0) as task_queue:
         declined = OrderUnderTest(env=time_skipping_env, fakes=fakes, task_queue=task_queue)
-        await declined.start(token="tok_chargeDeclined")
+        await declined.start(token="tok_chargeDeclined", task_timeout=FAST)
         rejected = OrderUnderTest(env=time_skipping_env, fakes=fakes, task_queue=task_queue)
-        await rejected.start(customer_id="cus_blocked")
-        await declined.result()
-        await rejected.result()
-        histories = [await o.handle.fetch_history() for o in (declined, rejected)]
+        await rejected.start(customer_id="cus_blocked", task_timeout=FAST)
+        ebook = OrderUnderTest(env=time_skipping_env, fakes=fakes, task_queue=task_queue)
+        await ebook.start({"EBOOK-DUNE": 1}, task_timeout=FAST)
+        reviewed = OrderUnderTest(env=time_skipping_env, fakes=fakes, task_queue=task_queue)
+        await reviewed.start({"BOOK-FIRST-EDITION": 1}, task_timeout=FAST)
+        await reviewed.hold("risk_review")
+        await reviewed.resolve("risk_review", HoldResolution.REJECTED, "card testing")
+        orders = (declined, rejected, ebook, reviewed)
+        for order in orders:
+            await order.result()
+        histories = [await o.handle.fetch_history() for o in orders]
 
     replayer = Replayer(
         workflows=[OrderWorkflow, StockReceiptWorkflow],
@@ -67,7 +86,44 @@ async def test_the_worker_serves_sdk_metrics_and_counts_each_finished_order_once
     lines = scrape(address)
     assert finished(lines, "payment_declined") == 1
     assert finished(lines, "rejected") == 1
-    assert finished(lines, "completed") == 0
+    assert finished(lines, "completed") == 1
+    assert finished(lines, "cancelled") == 1
+
+    # Payments, each call once by the outcome that reached the order, and its amount.
+    def payments(operation: str, outcome: str) -> tuple[float, float]:
+        return (
+            total(lines, "ordermill_payments_total", operation=operation, outcome=outcome),
+            total(
+                lines,
+                "ordermill_payment_amount_minor_units_total",
+                operation=operation,
+                outcome=outcome,
+                currency="USD",
+            ),
+        )
+
+    first_edition = 120000 + 499  # with its shipping
+    assert payments("authorize", "declined") == (1, 1899 + 499)
+    assert payments("authorize", "approved") == (2, 999 + first_edition)
+    assert payments("capture", "approved") == (1, 999)
+    assert payments("void", "approved") == (1, first_edition)
+
+    # Holds, placed and decided, by code.
+    assert total(lines, "ordermill_holds_placed_total", code="risk_review") == 1
+    assert (
+        total(lines, "ordermill_holds_resolved_total", code="risk_review", resolution="rejected")
+        == 1
+    )
+
+    # Stage durations: every order left `received` once, only the reviewed one `on_hold`.
+    def left(stage: str) -> float:
+        return total(lines, "ordermill_stage_duration_seconds_count", stage=stage)
+
+    assert left("received") == 4
+    assert left("on_hold") == 1
+    assert left("cancelled") == 0  # a final status is never left
+    # Decided at once: its time on hold is in the buckets under a day, not in days.
+    assert total(lines, "ordermill_stage_duration_seconds_bucket", stage="on_hold", le="86400") == 1
     # The SDK's own, on the same endpoint: task latencies and the like.
     sdk = {line.split("{", 1)[0] for line in lines}
     assert {

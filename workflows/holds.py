@@ -18,6 +18,7 @@ from models.activities import EmailKind
 from models.holds import HoldCode, HoldDecision, HoldResolution, HoldView
 from models.orders import OrderStatus, OrderView
 from models.wire import ORDER_HOLDS
+from workflows import metrics
 from workflows.journal import Journal
 from workflows.policies import failure_code
 
@@ -123,6 +124,7 @@ class Holds:
         )
         view.holds.append(hold)
         self._publish()
+        metrics.hold_placed(code)
         if code not in RELEASED_BY_ORDER:
             workflow.logger.warning(
                 "order %s on hold %s: an operator decides", view.order_id, hold.hold_id
@@ -149,6 +151,7 @@ class Holds:
                 True,
             )
         hold.resolved_at = workflow.now()
+        metrics.hold_resolved(code, "timed_out" if hold.timed_out else str(hold.resolution))
         self._stopping.pop(hold.hold_id, None)
         self._publish()
         event = f"hold_{hold.resolution}"

@@ -21,7 +21,7 @@ from models.activities import (
 from models.holds import HoldCode, HoldResolution, HoldView
 from models.orders import OrderStatus, OrderView, TimelineEntry, money, tracking_numbers
 from models.wire import CUSTOMER_ID, ORDER_STATUS
-from workflows import policies
+from workflows import metrics, policies
 
 
 class Journal:
@@ -29,6 +29,7 @@ class Journal:
         self.view = view
         self.customer: VerifiedCustomer | None = None
         self._version = 0
+        self._stage_since = workflow.now()  # when the order entered its current status
         # Set by the holds: a record that fails for good waits for an operator's decision.
         self.hold_for: Callable[[HoldCode, str], Awaitable[HoldView]] | None = None
 
@@ -51,6 +52,10 @@ class Journal:
         reference: str | None = None,
         guarded: bool = True,
     ) -> None:
+        if status is not self.view.status:
+            now = workflow.now()
+            metrics.stage_left(self.view.status, now - self._stage_since)
+            self._stage_since = now
         self.view.status = status
         # One line per milestone in the worker's log (never during replay); no free text,
         # which may be a customer's.

@@ -11,6 +11,8 @@ the calls in flight, so a capture always goes to the authorization that is live.
 """
 
 import asyncio
+from collections.abc import Awaitable
+from typing import Protocol, TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -37,9 +39,17 @@ from models.orders import (
     RefundView,
     money,
 )
-from workflows import policies, rules
+from workflows import metrics, policies, rules
 from workflows.holds import HoldRejected, Holds
 from workflows.journal import Journal
+
+
+class _Amounted(Protocol):
+    @property
+    def amount(self) -> int: ...
+
+
+Paid = TypeVar("Paid", bound=_Amounted)
 
 # The processor's answer to a capture or void of an authorization that has lapsed.
 AUTHORIZATION_EXPIRED = "authorization_expired"
@@ -105,17 +115,21 @@ class Money:
         what = f"Authorize {money(amount, currency)}"
         result = await self._holds.attempt(
             what,
-            lambda: policies.remote(
-                policies.PAYMENT,
-                PaymentActivities.authorize_payment,
-                AuthorizePaymentInput(
-                    order_id=view.order_id,
-                    token=self._token or "",
-                    amount=amount,
-                    currency=currency,
-                    idempotency_key=key,
+            lambda: self._counted(
+                "authorize",
+                amount,
+                policies.remote(
+                    policies.PAYMENT,
+                    PaymentActivities.authorize_payment,
+                    AuthorizePaymentInput(
+                        order_id=view.order_id,
+                        token=self._token or "",
+                        amount=amount,
+                        currency=currency,
+                        idempotency_key=key,
+                    ),
+                    what,
                 ),
-                what,
             ),
         )
         authorization = AuthorizationView(
@@ -128,6 +142,22 @@ class Money:
         self.payment.authorizations.append(authorization)
         self.payment.authorization_id = authorization.authorization_id
         return authorization
+
+    async def _counted(self, operation: str, amount: int, call: Awaitable[Paid]) -> Paid:
+        """One call to the card processor, counted by the outcome that reached the order (after
+        the activity's retries): approved, declined (a business refusal) or failed."""
+        totals = self._journal.view.totals
+        currency = totals.currency if totals is not None else "unknown"
+        try:
+            result = await call
+        except ActivityError as err:
+            refused = policies.business_problem(err, PAYMENT_DECLINED, REFUND_REFUSED)
+            metrics.payment(
+                operation, "failed" if refused is None else "declined", amount, currency
+            )
+            raise
+        metrics.payment(operation, "approved", result.amount, currency)
+        return result
 
     async def _gate(self) -> None:
         """A money call waits while the authorization is being replaced."""
@@ -162,17 +192,21 @@ class Money:
                 charged.append(live.authorization_id)
                 self._in_flight += 1
                 try:
-                    return await policies.remote(
-                        policies.PAYMENT,
-                        PaymentActivities.capture_payment,
-                        CapturePaymentInput(
-                            order_id=self._journal.view.order_id,
-                            authorization_id=live.authorization_id,
-                            amount=amount,
-                            idempotency_key=keys[-1],
-                            shipment_id=shipment_id,
+                    return await self._counted(
+                        "capture",
+                        amount,
+                        policies.remote(
+                            policies.PAYMENT,
+                            PaymentActivities.capture_payment,
+                            CapturePaymentInput(
+                                order_id=self._journal.view.order_id,
+                                authorization_id=live.authorization_id,
+                                amount=amount,
+                                idempotency_key=keys[-1],
+                                shipment_id=shipment_id,
+                            ),
+                            what,
                         ),
-                        what,
                     )
                 finally:
                     self._in_flight -= 1
@@ -234,15 +268,19 @@ class Money:
         try:
             result = await self._holds.attempt(
                 what,
-                lambda: policies.remote(
-                    policies.PAYMENT,
-                    PaymentActivities.void_payment,
-                    VoidPaymentInput(
-                        order_id=self._journal.view.order_id,
-                        authorize_key=authorize_key,
-                        idempotency_key=key,
+                lambda: self._counted(
+                    "void",
+                    left,
+                    policies.remote(
+                        policies.PAYMENT,
+                        PaymentActivities.void_payment,
+                        VoidPaymentInput(
+                            order_id=self._journal.view.order_id,
+                            authorize_key=authorize_key,
+                            idempotency_key=key,
+                        ),
+                        what,
                     ),
-                    what,
                 ),
             )
         except HoldRejected:
@@ -412,17 +450,21 @@ class Money:
         try:
             await self._holds.attempt(
                 what,
-                lambda: policies.remote(
-                    policies.PAYMENT,
-                    PaymentActivities.refund_payment,
-                    RefundPaymentInput(
-                        order_id=self._journal.view.order_id,
-                        authorization_id=authorization.authorization_id,
-                        amount=amount,
-                        reason=reason,
-                        idempotency_key=keys[-1],
+                lambda: self._counted(
+                    "refund",
+                    amount,
+                    policies.remote(
+                        policies.PAYMENT,
+                        PaymentActivities.refund_payment,
+                        RefundPaymentInput(
+                            order_id=self._journal.view.order_id,
+                            authorization_id=authorization.authorization_id,
+                            amount=amount,
+                            reason=reason,
+                            idempotency_key=keys[-1],
+                        ),
+                        what,
                     ),
-                    what,
                 ),
                 declined={REFUND_REFUSED: HoldCode.REFUND_REFUSED},
                 after_hold=renew_after,
