@@ -262,7 +262,8 @@ def seed_demo_data(engine: Engine, *, customers: bool = True) -> None:
         session.flush()  # the stock rows below refer to these
         for stock in DEMO_STOCK:
             if session.get(Stock, (stock.sku, stock.warehouse)) is None:
-                session.add(Stock.model_validate(stock.model_dump()))
+                # Its opening balance, which the reconciliation counts from.
+                session.add(Stock.model_validate({**stock.model_dump(), "seeded": stock.on_hand}))
         session.commit()
 
 

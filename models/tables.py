@@ -40,6 +40,9 @@ class Stock(SQLModel, table=True):
     warehouse: str = Field(primary_key=True, foreign_key="warehouse.code")
     on_hand: int = 0
     reserved: int = 0
+    # The opening balance: units put on the shelf when the row was created (seeded), before any
+    # receipt, commit or restock; the reconciliation counts from it.
+    seeded: int = 0
 
 
 class Customer(SQLModel, table=True):
@@ -265,3 +268,32 @@ class StockReceipt(SQLModel, table=True):
         default_factory=list, sa_column=Column(JSON, nullable=False, default=list)
     )
     received_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class ReconciliationRun(SQLModel, table=True):
+    """One run of the nightly reconciliation: what it checked, and how many discrepancies of
+    each kind it found (its first rows are in `reconciliationdiscrepancy`)."""
+
+    run_id: str = Field(primary_key=True, max_length=64)
+    workflow_id: str
+    status: str = Field(default="running", index=True, description="running or finished")
+    started_at: datetime = Field(index=True, sa_type=DateTime(timezone=True))
+    finished_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    checked: dict[str, int] = Field(
+        default_factory=dict, sa_column=Column(JSON, nullable=False, default=dict)
+    )
+    found: dict[str, int] = Field(
+        default_factory=dict, sa_column=Column(JSON, nullable=False, default=dict)
+    )
+
+
+class ReconciliationDiscrepancy(SQLModel, table=True):
+    """One discrepancy a run found; a retried batch finds it again and the key keeps one."""
+
+    __table_args__ = (UniqueConstraint("run_id", "kind", "subject"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(index=True, max_length=64)
+    kind: str = Field(max_length=64)
+    subject: str = Field(max_length=300)
+    detail: str = Field(sa_type=Text)

@@ -62,7 +62,8 @@ def stock_product(engine: Engine, sku: str, backorderable: bool = False, **on_ha
         session.add(Product(sku=sku, name=f"Test {sku}", price=100, backorderable=backorderable))
         session.flush()
         for warehouse, units in on_hand.items():
-            session.add(Stock(sku=sku, warehouse=warehouse.replace("_", "-"), on_hand=units))
+            where = warehouse.replace("_", "-")
+            session.add(Stock(sku=sku, warehouse=where, on_hand=units, seeded=units))
         session.commit()
 
 
