@@ -33,6 +33,7 @@ from activities.notifications import (
 )
 from activities.payments import PaymentActivities, SimulatedCardProcessor
 from activities.read_model import ReadModelActivities
+from activities.reconcile import ReconcileActivities
 from activities.shipping import ShippingActivities, SimulatedCarrier
 from activities.warehouse import WarehouseActivities
 from database import SchemaNotCurrent, open_database
@@ -41,6 +42,7 @@ from settings import Settings
 from temporal_client import connect_temporal
 from workflows import metrics
 from workflows.order import OrderWorkflow
+from workflows.reconcile import ReconcileWorkflow
 from workflows.stock_receipt import StockReceiptWorkflow
 
 log = logging.getLogger("ordermill.worker")
@@ -63,10 +65,11 @@ def build_email_sender(settings: Settings, engine: Engine) -> EmailSender:
 
 
 def build_activities(
-    settings: Settings, engine: Engine, sender: EmailSender | None = None
+    settings: Settings, engine: Engine, client: Client, sender: EmailSender | None = None
 ) -> list[Callable[..., Any]]:
-    """Every activity of the order, bound to the real (or simulated) outside systems; the
-    emails they record go out through `sender` (one of its own when not given)."""
+    """Every activity of the order and the reconciliation, bound to the real (or simulated)
+    outside systems; the emails they record go out through `sender` (one of its own when not
+    given). The reconciliation reads order workflows' visibility through `client`."""
     sender = sender or build_email_sender(settings, engine)
     customers = CustomerActivities(engine)
     inventory = InventoryActivities(engine)
@@ -88,6 +91,9 @@ def build_activities(
     downloads = DownloadActivities(engine)
     # An order's emails are recorded with the change that triggers them, then sent by `sender`.
     read_model = ReadModelActivities(engine, mailer, sender)
+    reconcile = ReconcileActivities(
+        engine, client, mailer, sender, public_base_url=settings.public_base_url
+    )
     return [
         customers.verify_customer,
         inventory.reserve_stock,
@@ -104,6 +110,11 @@ def build_activities(
         notifications.notify_support,
         downloads.revoke_downloads,
         read_model.record_order,
+        reconcile.begin,
+        reconcile.check_payments,
+        reconcile.check_stock,
+        reconcile.check_orders,
+        reconcile.finish,
     ]
 
 
@@ -128,8 +139,8 @@ def build_worker(
     return Worker(
         client,
         task_queue=TASK_QUEUE,
-        workflows=[OrderWorkflow, StockReceiptWorkflow],
-        activities=build_activities(settings, engine, sender),
+        workflows=[OrderWorkflow, StockReceiptWorkflow, ReconcileWorkflow],
+        activities=build_activities(settings, engine, client, sender),
         activity_executor=executor,
         max_concurrent_activities=settings.activity_threads,
         max_concurrent_local_activities=settings.activity_threads,

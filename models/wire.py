@@ -12,6 +12,11 @@ from temporalio.common import SearchAttributeKey
 TASK_QUEUE = "orders"
 ORDER_WORKFLOW = "Order"
 STOCK_RECEIPT_WORKFLOW = "StockReceipt"
+RECONCILE_WORKFLOW = "Reconcile"
+# The Schedule that runs the reconciliation nightly, and the id of a run an operator starts:
+# one fixed id, so two requests cannot start two runs.
+RECONCILE_SCHEDULE = "ordermill-reconcile"
+RECONCILE_ON_REQUEST = "ordermill-reconcile-on-request"
 
 SIGNAL_CARRIER_EVENT = "carrier_event"
 SIGNAL_BACKORDER_FILLED = "backorder_filled"

@@ -328,7 +328,7 @@ async def main(names: list[str]) -> None:
                     env.client,
                     task_queue=TASK_QUEUE,
                     workflows=[OrderWorkflow, StockReceiptWorkflow],
-                    activities=build_activities(settings, engine),
+                    activities=build_activities(settings, engine, env.client),
                     activity_executor=executor,
                     max_heartbeat_throttle_interval=timedelta(milliseconds=200),
                 ):

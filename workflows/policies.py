@@ -77,6 +77,20 @@ SUPPORT_MAIL = System(
         maximum_attempts=10,
     ),
 )
+
+
+def longest(system: System) -> timedelta:
+    """The most a call to `system` can take: every attempt timing out, with every backoff."""
+    retry = system.retry
+    attempts = retry.maximum_attempts
+    assert attempts > 0, "every policy here is bounded"
+    backoff, waited = retry.initial_interval, timedelta(0)
+    for _ in range(attempts - 1):
+        waited += backoff
+        backoff = min(backoff * retry.backoff_coefficient, retry.maximum_interval or backoff)
+    return system.start_to_close * attempts + waited
+
+
 # A local step's backoffs longer than this wait on a durable timer, not in the worker.
 LOCAL_RETRY_THRESHOLD = timedelta(seconds=2)
 
