@@ -9,7 +9,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run worker api demo test lint format bench clean
+.PHONY: help install run worker api schedule demo test lint format bench clean
 
 help:
 	@echo "make run     start Temporal, the worker and the API (Ctrl-C stops all)"
@@ -18,6 +18,7 @@ help:
 	@echo "make demo    play customers and a carrier against a running 'make run'"
 	@echo "make bench   ordermill against the Temporal ceiling (BENCH_ARGS=\"--help\" for options)"
 	@echo "make api     only the API (uvicorn), against an already running Temporal"
+	@echo "make schedule  create or update the nightly reconciliation's Schedule (a cluster)"
 	@echo "make clean   remove .venv and .data"
 
 $(STAMP): pyproject.toml
@@ -54,6 +55,9 @@ bench: $(STAMP)
 
 worker: $(STAMP)
 	$(PY) worker.py
+
+schedule: $(STAMP)
+	$(PY) schedules.py
 
 api: $(STAMP)
 	$(PY) -m uvicorn api.main:app --host "$${API_HOST:-127.0.0.1}" --port "$${API_PORT:-8000}"

@@ -196,6 +196,13 @@ class Settings(BaseSettings):
         description="How long an Idempotency-Key is honoured; the API purges older ones",
     )
 
+    reconcile_cron: str = Field(
+        default="0 2 * * *",
+        pattern=r"^\S+( \S+){4}$",
+        description="When the `ordermill-reconcile` Schedule runs the reconciliation: a cron "
+        "expression of five fields, in UTC",
+    )
+
     activity_threads: int = 32
     metrics_auth: Literal["open", "operator"] | None = Field(
         default=None,

@@ -34,6 +34,7 @@ from api.routes import (
     metrics,
     orders,
     products,
+    reconciliation,
     webhooks,
 )
 from database import open_database
@@ -73,6 +74,7 @@ def routers() -> list[tuple[APIRouter, list[Any]]]:
         (holds.router, _KEYED_ORDERS),  # operators only: see api.routes.holds
         (products.router, _KEYED),
         (customers.router, _KEYED),
+        (reconciliation.router, _KEYED),  # operators only: see api.routes.reconciliation
         (codec.router, []),  # operator key or codec session: see api.routes.codec
         # Public: carriers sign their webhooks (HMAC); the download link's signature is the
         # credential; health checks.

@@ -42,9 +42,11 @@ import httpx  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest  # noqa: E402
 from temporalio.client import Client  # noqa: E402
+from temporalio.service import RPCError  # noqa: E402
 
 from encryption import codec_from_settings  # noqa: E402
-from models.wire import SEARCH_ATTRIBUTES, search_attribute_type  # noqa: E402
+from models.wire import RECONCILE_SCHEDULE, SEARCH_ATTRIBUTES, search_attribute_type  # noqa: E402
+from schedules import ensure_reconcile_schedule  # noqa: E402
 from settings import DEV_API_KEY_ENTRIES, Settings  # noqa: E402
 from temporal_client import connect_temporal  # noqa: E402
 
@@ -353,6 +355,8 @@ def banner(settings: Settings, *, own_temporal: bool) -> str:
         temporal = [
             f"  Temporal UI      {ui}",
             f"  shipped orders   {ui}/namespaces/{ns}/workflows?query={quote(query)}",
+            f"  reconciliation   {ui}/namespaces/{ns}/schedules/{RECONCILE_SCHEDULE} "
+            f"({settings.reconcile_cron} UTC)",
             f"  Temporal         {settings.temporal_address}, history kept in "
             f"{settings.data_dir / 'temporal.db'}",
         ]
@@ -361,7 +365,10 @@ def banner(settings: Settings, *, own_temporal: bool) -> str:
             f"  Temporal         {settings.temporal_address}, namespace "
             f"{settings.temporal_namespace}: find orders in its UI with {query}"
         ]
-    metrics = [f"  API metrics      {api}/metrics"]
+    metrics = [
+        f"  API metrics      {api}/metrics",
+        f"  latest report    {api}/reconciliation/reports/latest (operator key)",
+    ]
     if settings.worker_metrics_address:
         metrics.append(f"  Worker metrics   http://{settings.worker_metrics_address}/metrics")
     if settings.smtp_host:
@@ -515,6 +522,11 @@ class Supervisor:
             )
         if not self.own_temporal:
             await warn_on_missing_search_attributes(client)
+        try:
+            outcome = await ensure_reconcile_schedule(client, s.reconcile_cron)
+            log(f"schedule {RECONCILE_SCHEDULE} {outcome}: {s.reconcile_cron} (UTC)")
+        except RPCError as err:  # orders run without it; `make schedule` sets it later
+            log(f"warning: schedule {RECONCILE_SCHEDULE} not set: {err}")
 
         db = self.child("db", [sys.executable, "database.py"])
         await db.start()

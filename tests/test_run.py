@@ -21,7 +21,7 @@ import pytest
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client
 
-from models.wire import order_workflow_id
+from models.wire import RECONCILE_SCHEDULE, order_workflow_id
 from tests.conftest import eventually, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -192,6 +192,16 @@ async def test_runs_restarts_stops_cleanly_and_keeps_orders(tmp_path: Path) -> N
             assert served.status_code == 200 and "temporal_workflow_task_" in served.text
             assert f"{api}/metrics" in run.output
             assert "ordermill_orders_placed_total 1.0" in (await http.get("/metrics")).text
+
+        # The nightly reconciliation's Schedule, which the UI's Schedules page lists.
+        assert f"schedule {RECONCILE_SCHEDULE} created: 0 2 * * * (UTC)" in run.output
+        assert f"/namespaces/default/schedules/{RECONCILE_SCHEDULE}" in run.output
+        temporal = await Client.connect(f"localhost:{env['TEMPORAL_PORT']}")
+
+        async def schedules() -> list[str]:
+            return [s.id async for s in await temporal.list_schedules()]
+
+        await eventually(schedules, lambda ids: ids == [RECONCILE_SCHEDULE])  # visibility lags
 
         workers = [p for p in processes_mentioning(str(data_dir)) if "worker.py" in p]
         assert len(workers) == 1, workers

@@ -141,6 +141,10 @@ ENDPOINTS = [
     # The demo customers are shared in development; another client's are a 404 (below).
     Endpoint("GET", "/customers/cus_ada", answers(200, 200, 200)),
     Endpoint("GET", "/customers/cus_nosuchcustomer", answers(404, 404, 404)),
+    # No run has finished before this table's POST starts the first (they run in this order).
+    Endpoint("GET", "/reconciliation/reports/latest", answers(403, 403, 404)),
+    Endpoint("GET", "/reconciliation/runs/rec_nosuchrun", answers(403, 403, 404)),
+    Endpoint("POST", "/reconciliation/runs", answers(403, 403, 202)),
     Endpoint("POST", "/codec/encode", answers(403, 403, 200), body=CODEC_BODY),
     Endpoint("POST", "/codec/decode", answers(403, 403, 200), body=CODEC_BODY),
     # Public: a signature is the credential, and an API key changes nothing.
