@@ -215,6 +215,18 @@ class Settings(BaseSettings):
         description="host:port where the worker serves Prometheus metrics (the SDK's and "
         "ordermill's, at /metrics); unset, none are served",
     )
+    # OpenTelemetry's own variable names, so an environment set up for OTel elsewhere works here.
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        pattern=r"^https?://\S+$",
+        description="Base URL of an OTLP/HTTP collector (e.g. http://otel-collector:4318): the "
+        "API and the worker send traces to its /v1/traces; unset, nothing is traced",
+    )
+    otel_service_name: str | None = Field(
+        default=None,
+        description="The service name on this process's spans; unset, ordermill-api for the "
+        "API and ordermill-worker for the worker",
+    )
     workflow_cache_size: int = Field(
         default=300,
         description="Orders the worker keeps in memory between their steps (about 0.4 MB "

@@ -3,11 +3,12 @@
 Address and namespace come from our settings; TLS, API keys and profiles from Temporal's
 standard environment configuration (TEMPORAL_API_KEY, TEMPORAL_TLS_CLIENT_CERT_PATH, ...),
 so Temporal Cloud or any cluster needs no code change. With ENCRYPTION_KEY set, every payload
-is encrypted (see encryption.py).
+is encrypted (see encryption.py); with a tracer provider, every call is traced (tracing.py).
 """
 
 from typing import Any
 
+from opentelemetry.sdk.trace import TracerProvider
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import (
     SearchAttributePair,
@@ -22,18 +23,30 @@ from encryption import codec_from_settings, data_converter
 from models.orders import OrderStatus, OrderView, PlaceOrderInput
 from models.wire import CUSTOMER_ID, ORDER_STATUS, ORDER_WORKFLOW, TASK_QUEUE, order_workflow_id
 from settings import Settings
+from tracing import temporal_interceptors
 
 
-async def connect_temporal(settings: Settings, runtime: Runtime | None = None) -> Client:
+async def connect_temporal(
+    settings: Settings,
+    runtime: Runtime | None = None,
+    *,
+    tracer_provider: TracerProvider | None = None,
+) -> Client:
     """A client for the settings' namespace; on `runtime` (the worker's, with its metrics)
-    when given, else on the SDK's default one."""
+    when given, else on the SDK's default one. With `tracer_provider`, the client's calls are
+    traced, and so are the workflows and activities of a worker built on it."""
     config = ClientConfigProfile.load().to_client_connect_config()
     config["target_host"] = settings.temporal_address
     config["namespace"] = settings.temporal_namespace
     codec = codec_from_settings(
         settings.encryption_key_id, settings.encryption_key, settings.encryption_old_keys
     )
-    return await Client.connect(**config, data_converter=data_converter(codec), runtime=runtime)
+    return await Client.connect(
+        **config,
+        data_converter=data_converter(codec),
+        runtime=runtime,
+        interceptors=temporal_interceptors(tracer_provider),
+    )
 
 
 async def start_order(client: Client, order: PlaceOrderInput) -> WorkflowHandle[Any, OrderView]:

@@ -40,6 +40,7 @@ from database import SchemaNotCurrent, open_database
 from models.wire import TASK_QUEUE
 from settings import Settings
 from temporal_client import connect_temporal
+from tracing import WORKER_SERVICE, tracer_provider
 from workflows import metrics
 from workflows.order import OrderWorkflow
 from workflows.reconcile import ReconcileWorkflow
@@ -167,9 +168,14 @@ def metrics_runtime(address: str | None) -> Runtime | None:
 async def run_worker(settings: Settings) -> None:
     settings.check_production_ready()
     engine = open_database(settings.effective_database_url)  # never changes the schema
-    client = await connect_temporal(settings, metrics_runtime(settings.worker_metrics_address))
+    provider = tracer_provider(settings, WORKER_SERVICE)
+    client = await connect_temporal(
+        settings, metrics_runtime(settings.worker_metrics_address), tracer_provider=provider
+    )
     if settings.worker_metrics_address:
         log.info("worker metrics at http://%s/metrics", settings.worker_metrics_address)
+    if provider is not None:
+        log.info("worker traces to %s", settings.otel_exporter_otlp_endpoint)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -190,6 +196,8 @@ async def run_worker(settings: Settings) -> None:
             log.info("shutting down: finishing running activities")
     sender.close()
     engine.dispose()
+    if provider is not None:
+        await asyncio.to_thread(provider.shutdown)  # sends the spans still batched
     log.info("worker stopped")
 
 

@@ -4,7 +4,8 @@ and one database engine.
 Run it with `uvicorn api.main:app`. It refuses to start on a database that is not at the latest
 migration (`python database.py` brings it there). Tests (and anything embedding the API) call
 `create_app(settings, temporal_client=..., engine=...)` to hand in a client and engine they
-own, and have migrated; the lifespan then uses those as they are and leaves them open.
+own, and have migrated; the lifespan then uses those as they are and leaves them open. The same
+holds for a `tracer_provider` handed in; without one, OTEL_EXPORTER_OTLP_ENDPOINT decides.
 """
 
 import asyncio
@@ -16,6 +17,7 @@ from typing import Any
 
 from anyio import to_thread
 from fastapi import APIRouter, FastAPI
+from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy import Engine
 from temporalio.client import Client
 
@@ -41,6 +43,8 @@ from database import open_database
 from encryption import codec_from_settings
 from settings import Settings
 from temporal_client import connect_temporal
+from tracing import API_SERVICE, instrument_api
+from tracing import tracer_provider as settings_tracer_provider
 
 log = logging.getLogger("ordermill.api")
 
@@ -90,8 +94,11 @@ def create_app(
     *,
     temporal_client: Client | None = None,
     engine: Engine | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> FastAPI:
     settings = settings or Settings()
+    own_provider = tracer_provider is None
+    provider = tracer_provider or settings_tracer_provider(settings, API_SERVICE)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -109,12 +116,16 @@ def create_app(
             idempotency.purge_periodically(app.state.engine, settings.idempotency_key_ttl)
         )
         try:
-            app.state.temporal_client = temporal_client or await connect_temporal(settings)
+            app.state.temporal_client = temporal_client or await connect_temporal(
+                settings, tracer_provider=provider
+            )
             log.info(
                 "API connected to Temporal at %s (namespace %s)",
                 settings.temporal_address,
                 settings.temporal_namespace,
             )
+            if provider is not None:
+                log.info("API traces to %s", settings.otel_exporter_otlp_endpoint)
             yield
         finally:
             purger.cancel()
@@ -122,6 +133,8 @@ def create_app(
                 await purger
             if own_engine:
                 app.state.engine.dispose()
+            if own_provider and provider is not None:
+                await to_thread.run_sync(provider.shutdown)  # sends the spans still batched
 
     app = FastAPI(
         title="ordermill",
@@ -148,6 +161,7 @@ def create_app(
         app.include_router(
             router, dependencies=dependencies, responses=auth_responses() if keyed else None
         )
+    instrument_api(app, provider)  # wraps the whole stack: outermost of all
     return app
 
 

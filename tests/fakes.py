@@ -523,15 +523,15 @@ class FakeOrderSystems:
 
 @asynccontextmanager
 async def fake_worker(
-    client: Client, fakes: FakeOrderSystems, **options: Any
+    client: Client, fakes: FakeOrderSystems, *, task_queue: str | None = None, **options: Any
 ) -> AsyncIterator[str]:
-    """Run OrderWorkflow with `fakes` on a fresh task queue, yielding the queue's name;
-    `options` go to the Worker.
+    """Run OrderWorkflow with `fakes` on a fresh task queue (or on `task_queue`, for orders
+    started the way the API starts them), yielding the queue's name; `options` go to the Worker.
 
     Heartbeats are flushed every 100 ms (not every 8 s, 80% of pick/pack's heartbeat timeout)
     so a cancel reaches the fake warehouse promptly.
     """
-    task_queue = f"orders-test-{uuid.uuid4()}"
+    task_queue = task_queue or f"orders-test-{uuid.uuid4()}"
     async with Worker(
         client,
         task_queue=task_queue,
