@@ -102,6 +102,16 @@ def test_worker_can_be_scaled(services: dict[str, Any]) -> None:
     assert "ports" not in worker
     assert worker["environment"]["SMTP_HOST"] == "mailpit"
     assert str(worker["environment"]["SMTP_PORT"]) == "1025"
+    # Each replica serves its metrics on its own container's interfaces, on no host port.
+    address = worker["environment"]["WORKER_METRICS_ADDRESS"]
+    assert address.startswith("0.0.0.0:")
+    assert Settings(worker_metrics_address=address).worker_metrics_address == address
+
+
+def test_the_worker_has_every_setting_the_app_has(services: dict[str, Any]) -> None:
+    # The worker merges the shared environment rather than copying it, so none goes missing.
+    shared = services["api"]["environment"]
+    assert services["worker"]["environment"].items() >= shared.items()
 
 
 ORDER_RULES = {
