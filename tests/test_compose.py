@@ -17,6 +17,7 @@ import pytest
 import yaml
 from temporalio.api.enums.v1 import IndexedValueType
 
+from api.routes.metrics import router as metrics_router
 from models.wire import SEARCH_ATTRIBUTES
 from settings import Settings
 
@@ -77,6 +78,23 @@ def test_docker_compose_refuses_to_run_without_the_database_passwords(tmp_path: 
     result = compose_config(empty)
     assert result.returncode != 0
     assert "PASSWORD" in result.stderr
+
+
+# Variables docker-compose refuses to run without (`${VAR:?...}`): no default is safe for them.
+REQUIRED_VARIABLES = ["ORDERMILL_DB_PASSWORD", "TEMPORAL_DB_PASSWORD", "PROMETHEUS_API_KEY"]
+
+
+@pytest.mark.parametrize("variable", REQUIRED_VARIABLES)
+def test_docker_compose_refuses_to_run_without_each_required_variable(
+    variable: str, tmp_path: Path
+) -> None:
+    lines = DEVELOPMENT_ENV.read_text().splitlines()
+    assert any(line.startswith(f"{variable}=") for line in lines), "development.env sets it"
+    without = tmp_path / "without.env"
+    without.write_text("\n".join(line for line in lines if not line.startswith(f"{variable}=")))
+    result = compose_config(without)
+    assert result.returncode != 0
+    assert f"set {variable}" in result.stderr
 
 
 def test_runs_temporal_ordermill_and_mail(services: dict[str, Any]) -> None:
@@ -156,7 +174,7 @@ def test_production_is_the_default(services: dict[str, Any]) -> None:
 
 def test_every_published_port_listens_on_loopback_unless_told(services: dict[str, Any]) -> None:
     published = {name: s["ports"] for name, s in services.items() if "ports" in s}
-    assert set(published) == {"api", "temporal-ui", "mailpit"}
+    assert set(published) == {"api", "temporal-ui", "mailpit", "prometheus"}
     for name, ports in published.items():
         for port in ports:
             pattern = r"\$\{[A-Z_]+_BIND:-127\.0\.0\.1\}:\$\{[A-Z_]+_PORT:-\d+\}:\d+"
@@ -193,3 +211,149 @@ def test_every_search_attribute_is_registered_by_temporal_init() -> None:
             else "Keyword"
         )
         assert f"{key.name}:{kind}" in script, key.name
+
+
+# ---- monitoring ------------------------------------------------------------------------------
+
+PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
+# What a scrape job may say; anything else (another kind of discovery, relabelling) is something
+# the checks below do not read, so it must not pass unread.
+SCRAPE_JOB_KEYS = {"job_name", "metrics_path", "authorization", "static_configs", "dns_sd_configs"}
+
+
+@pytest.fixture(scope="module")
+def prometheus_config() -> dict[str, Any]:
+    config: dict[str, Any] = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    return config
+
+
+@pytest.fixture(scope="module")
+def scrape_jobs(prometheus_config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {job["job_name"]: job for job in prometheus_config["scrape_configs"]}
+
+
+def scrape_targets(job: dict[str, Any]) -> list[tuple[str, int]]:
+    """(host, port) of every target a job names, static or found by DNS."""
+    assert job.keys() <= SCRAPE_JOB_KEYS, job["job_name"]
+    targets = []
+    for static in job.get("static_configs", []):
+        for target in static["targets"]:
+            host, port = target.rsplit(":", 1)
+            targets.append((host, int(port)))
+    for dns in job.get("dns_sd_configs", []):
+        # An A record carries no port (an SRV would, and compose serves none): the job's is it.
+        assert dns["type"] == "A", job["job_name"]
+        targets.extend((name, int(dns["port"])) for name in dns["names"])
+    return targets
+
+
+def metrics_port(name: str, service: dict[str, Any]) -> int:
+    """The port a compose service serves its metrics on, inside the compose network."""
+    address = service["environment"].get("WORKER_METRICS_ADDRESS")
+    if address is not None:
+        return int(address.rsplit(":", 1)[1])
+    command = service.get("command", [])
+    assert "--port" in command, f"{name} serves no metrics this test knows of"
+    return int(command[command.index("--port") + 1])
+
+
+def long_running_ordermill_services(services: dict[str, Any]) -> set[str]:
+    """Services that run this repository's code and keep running (not the one-shot db-init)."""
+    return {
+        name
+        for name, service in services.items()
+        if service.get("build") == "." and service.get("restart") != "on-failure"
+    }
+
+
+def test_every_scrape_target_is_a_compose_service_on_the_port_it_serves(
+    services: dict[str, Any], scrape_jobs: dict[str, dict[str, Any]]
+) -> None:
+    for job in scrape_jobs.values():
+        assert job.get("metrics_path", "/metrics") == "/metrics", job["job_name"]
+        for host, port in scrape_targets(job):
+            assert host in services, (job["job_name"], host)
+            assert port == metrics_port(host, services[host]), (job["job_name"], host, port)
+    # The API's container port is the one uvicorn listens on, so the target reaches it.
+    assert services["api"]["ports"][0].endswith(f":{metrics_port('api', services['api'])}")
+    assert "/metrics" in {getattr(route, "path", None) for route in metrics_router.routes}
+
+
+def test_every_ordermill_service_that_keeps_running_is_scraped(
+    services: dict[str, Any], scrape_jobs: dict[str, dict[str, Any]]
+) -> None:
+    scraped = {host for job in scrape_jobs.values() for host, _ in scrape_targets(job)}
+    ordermill = long_running_ordermill_services(services)
+    assert ordermill == {"api", "worker"}
+    assert ordermill <= scraped
+    assert scraped <= set(services)
+
+
+def test_every_worker_replica_is_scraped(scrape_jobs: dict[str, dict[str, Any]]) -> None:
+    # A static `worker:9464` would reach whichever replica the name resolved to first; an A
+    # lookup of the service name is every replica's address, each a target of its own.
+    (job,) = [job for job in scrape_jobs.values() if ("worker", 9464) in scrape_targets(job)]
+    assert "static_configs" not in job
+    assert [dns["names"] for dns in job["dns_sd_configs"]] == [["worker"]]
+
+
+def test_prometheus_sends_an_operator_key_given_only_in_the_environment(
+    services: dict[str, Any], scrape_jobs: dict[str, dict[str, Any]]
+) -> None:
+    prometheus = services["prometheus"]
+    environment = prometheus["environment"]
+    assert re.fullmatch(r"\$\{PROMETHEUS_API_KEY:\?[^}]+\}", environment["PROMETHEUS_API_KEY"])
+    key_file = Path(environment["PROMETHEUS_API_KEY_FILE"])
+    # Written at start on a tmpfs, so the key is neither in the repository nor on a volume.
+    assert any(str(entry).split(":")[0] == str(key_file.parent) for entry in prometheus["tmpfs"])
+    assert prometheus["entrypoint"] == ["/bin/sh", "/etc/prometheus/start.sh"]
+    assert "./deploy/prometheus:/etc/prometheus:ro" in prometheus["volumes"]
+    api_job = next(j for j in scrape_jobs.values() if ("api", 8000) in scrape_targets(j))
+    assert api_job["authorization"] == {"type": "Bearer", "credentials_file": str(key_file)}
+    # The workers' endpoint has no authentication of its own: the compose network is its fence.
+    worker_job = next(j for j in scrape_jobs.values() if ("worker", 9464) in scrape_targets(j))
+    assert "authorization" not in worker_job
+
+
+def run_start_script(tmp_path: Path, **environment: str) -> subprocess.CompletedProcess[str]:
+    """deploy/prometheus/start.sh, with a stand-in `prometheus` that reports what it was given."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stand_in = bin_dir / "prometheus"
+    stand_in.write_text(
+        "#!/bin/sh\n"
+        'echo "args: $*"\n'
+        'echo "key: $(cat "$PROMETHEUS_API_KEY_FILE")"\n'
+        'echo "mode: $(stat -c %a "$PROMETHEUS_API_KEY_FILE")"\n'
+        'echo "environment: ${PROMETHEUS_API_KEY-unset}"\n'
+    )
+    stand_in.chmod(0o755)
+    return subprocess.run(
+        ["/bin/sh", str(PROMETHEUS_DIR / "start.sh"), "--config.file=x.yml"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin", **environment},
+    )
+
+
+def test_the_start_script_hands_prometheus_the_key_in_a_file_of_its_own(tmp_path: Path) -> None:
+    key_file = tmp_path / "api-key"
+    result = run_start_script(
+        tmp_path, PROMETHEUS_API_KEY="omk_test_key", PROMETHEUS_API_KEY_FILE=str(key_file)
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "args: --config.file=x.yml",
+        "key: omk_test_key",
+        "mode: 600",
+        "environment: unset",
+    ]
+
+
+def test_the_start_script_refuses_to_start_prometheus_without_a_key(tmp_path: Path) -> None:
+    key_file = tmp_path / "api-key"
+    result = run_start_script(tmp_path, PROMETHEUS_API_KEY_FILE=str(key_file))
+    assert result.returncode != 0
+    assert "PROMETHEUS_API_KEY" in result.stderr
+    assert result.stdout == "" and not key_file.exists()
