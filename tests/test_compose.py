@@ -174,7 +174,7 @@ def test_production_is_the_default(services: dict[str, Any]) -> None:
 
 def test_every_published_port_listens_on_loopback_unless_told(services: dict[str, Any]) -> None:
     published = {name: s["ports"] for name, s in services.items() if "ports" in s}
-    assert set(published) == {"api", "temporal-ui", "mailpit", "prometheus"}
+    assert set(published) == {"api", "temporal-ui", "mailpit", "prometheus", "jaeger"}
     for name, ports in published.items():
         for port in ports:
             pattern = r"\$\{[A-Z_]+_BIND:-127\.0\.0\.1\}:\$\{[A-Z_]+_PORT:-\d+\}:\d+"
@@ -357,3 +357,35 @@ def test_the_start_script_refuses_to_start_prometheus_without_a_key(tmp_path: Pa
     assert result.returncode != 0
     assert "PROMETHEUS_API_KEY" in result.stderr
     assert result.stdout == "" and not key_file.exists()
+
+
+COLLECTOR_CONFIG = ROOT / "deploy" / "otel-collector" / "config.yaml"
+
+
+def test_the_api_and_the_workers_send_traces_to_the_collector(services: dict[str, Any]) -> None:
+    collector = yaml.safe_load(COLLECTOR_CONFIG.read_text())
+    receiver = collector["receivers"]["otlp"]["protocols"]["http"]["endpoint"]
+    assert receiver.startswith("0.0.0.0:")  # reachable from the other containers
+    for name in ("api", "worker"):
+        endpoint = services[name]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"]
+        # The standard variable, OTLP over HTTP (port 4318): the collector's HTTP receiver.
+        url = re.fullmatch(r"\$\{OTEL_EXPORTER_OTLP_ENDPOINT:-http://([a-z-]+):(\d+)\}", endpoint)
+        assert url is not None, (name, endpoint)
+        assert url[1] in services and url[2] == receiver.rsplit(":", 1)[1], (name, endpoint)
+    mounted = "./deploy/otel-collector/config.yaml:/etc/otelcol/ordermill.yaml:ro"
+    assert mounted in services["otel-collector"]["volumes"]
+    assert services["otel-collector"]["command"] == ["--config=/etc/otelcol/ordermill.yaml"]
+    assert "ports" not in services["otel-collector"]  # the compose network's alone
+
+
+def test_the_collector_passes_every_trace_on_to_jaeger(services: dict[str, Any]) -> None:
+    collector = yaml.safe_load(COLLECTOR_CONFIG.read_text())
+    (pipeline,) = collector["service"]["pipelines"].values()
+    for kind in ("receivers", "processors", "exporters"):
+        assert set(pipeline[kind]) <= collector[kind].keys(), kind  # each one is configured
+    (exporter,) = (collector["exporters"][name] for name in pipeline["exporters"])
+    host, port = exporter["endpoint"].rsplit(":", 1)
+    assert host == "jaeger" and host in services
+    assert port == "4317"  # Jaeger's OTLP gRPC receiver
+    # Jaeger's UI is published (on loopback, above); its receivers are not.
+    assert [str(p).rsplit(":", 1)[1] for p in services["jaeger"]["ports"]] == ["16686"]
