@@ -81,7 +81,12 @@ def test_docker_compose_refuses_to_run_without_the_database_passwords(tmp_path: 
 
 
 # Variables docker-compose refuses to run without (`${VAR:?...}`): no default is safe for them.
-REQUIRED_VARIABLES = ["ORDERMILL_DB_PASSWORD", "TEMPORAL_DB_PASSWORD", "PROMETHEUS_API_KEY"]
+REQUIRED_VARIABLES = [
+    "ORDERMILL_DB_PASSWORD",
+    "TEMPORAL_DB_PASSWORD",
+    "PROMETHEUS_API_KEY",
+    "GRAFANA_ADMIN_PASSWORD",
+]
 
 
 @pytest.mark.parametrize("variable", REQUIRED_VARIABLES)
@@ -174,7 +179,7 @@ def test_production_is_the_default(services: dict[str, Any]) -> None:
 
 def test_every_published_port_listens_on_loopback_unless_told(services: dict[str, Any]) -> None:
     published = {name: s["ports"] for name, s in services.items() if "ports" in s}
-    assert set(published) == {"api", "temporal-ui", "mailpit", "prometheus", "jaeger"}
+    assert set(published) == {"api", "temporal-ui", "mailpit", "prometheus", "grafana", "jaeger"}
     for name, ports in published.items():
         for port in ports:
             pattern = r"\$\{[A-Z_]+_BIND:-127\.0\.0\.1\}:\$\{[A-Z_]+_PORT:-\d+\}:\d+"
@@ -195,6 +200,7 @@ def test_no_password_or_key_is_written_in_it(services: dict[str, Any]) -> None:
         ("db", "POSTGRES_PASSWORD"),
         ("temporal-db", "POSTGRES_PASSWORD"),
         ("temporal", "POSTGRES_PWD"),
+        ("grafana", "GF_SECURITY_ADMIN_PASSWORD"),
     ):
         value = services[name]["environment"][variable]
         assert re.fullmatch(r"\$\{[A-Z_]+_PASSWORD:\?[^}]*\}", value), (name, value)
@@ -389,3 +395,35 @@ def test_the_collector_passes_every_trace_on_to_jaeger(services: dict[str, Any])
     assert port == "4317"  # Jaeger's OTLP gRPC receiver
     # Jaeger's UI is published (on loopback, above); its receivers are not.
     assert [str(p).rsplit(":", 1)[1] for p in services["jaeger"]["ports"]] == ["16686"]
+
+
+GRAFANA_DIR = ROOT / "deploy" / "grafana"
+
+
+def test_grafana_lets_in_only_whoever_signs_in(services: dict[str, Any]) -> None:
+    environment = services["grafana"]["environment"]
+    assert environment["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert environment["GF_USERS_ALLOW_SIGN_UP"] == "false"
+    # No default: compose refuses to run without one (above), so there is no admin/admin.
+    assert environment["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")
+
+
+def test_grafana_is_provisioned_from_deploy_with_the_compose_services(
+    services: dict[str, Any], prometheus_config: dict[str, Any]
+) -> None:
+    volumes = services["grafana"]["volumes"]
+    assert "./deploy/grafana/provisioning:/etc/grafana/provisioning:ro" in volumes
+    provisioning = GRAFANA_DIR / "provisioning"
+    dashboards = yaml.safe_load((provisioning / "dashboards/ordermill.yaml").read_text())
+    (provider,) = dashboards["providers"]
+    assert f"./deploy/grafana/dashboards:{provider['options']['path']}:ro" in volumes
+    assert provider["allowUiUpdates"] is False  # the JSON in the repository is the dashboard
+    datasources = yaml.safe_load((provisioning / "datasources/ordermill.yaml").read_text())
+    by_type = {d["type"]: d for d in datasources["datasources"]}
+    for kind, service in (("prometheus", "prometheus"), ("jaeger", "jaeger")):
+        host, port = by_type[kind]["url"].removeprefix("http://").split(":")
+        assert host == service and host in services, kind
+        assert [str(p).rsplit(":", 1)[1] for p in services[service]["ports"]] == [port], kind
+    # $__rate_interval spans four scrapes of the datasource's interval: it must be Prometheus's.
+    interval = by_type["prometheus"]["jsonData"]["timeInterval"]
+    assert interval == prometheus_config["global"]["scrape_interval"]
