@@ -110,12 +110,15 @@ def test_runs_temporal_ordermill_and_mail(services: dict[str, Any]) -> None:
         "temporal-ui",
         "db",
         "db-init",
+        "schedule-init",
         "api",
         "worker",
         "mailpit",
     } <= services.keys()
     # The one-shot job brings the database to the latest migration, before the app starts.
     assert services["db-init"]["command"] == ["python", "database.py"]
+    # Another creates or updates the reconciliation's Schedule, once Temporal is set up.
+    assert services["schedule-init"]["command"] == ["python", "schedules.py"]
     assert services["api"]["build"] == services["worker"]["build"] == "."
 
 
