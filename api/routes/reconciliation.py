@@ -134,10 +134,9 @@ async def start_run(
             ) from None
     except RPCError as err:
         raise temporal_unavailable(err) from None
-    run = await to_thread.run_sync(_opened, engine, run_id)
+    opened = await to_thread.run_sync(_opened, engine, run_id)
     response.headers["Location"] = f"/reconciliation/runs/{run_id}"
-    with Session(engine) as session:
-        return report(session, run)
+    return opened
 
 
 async def _scheduled_run_in_progress(client: Client) -> str | None:
@@ -154,24 +153,23 @@ async def _scheduled_run_in_progress(client: Client) -> str | None:
     return None
 
 
-def _opened(engine: Engine, run_id: str) -> ReconciliationRun:
+def _opened(engine: Engine, run_id: str) -> ReconciliationReport:
     """The run's row, as the workflow's first step also makes it (whichever comes first)."""
-    with Session(engine, expire_on_commit=False) as session:
+    with Session(engine) as session:
         run = session.get(ReconciliationRun, run_id)
-        if run is not None:
-            return run
-        run = ReconciliationRun(
-            run_id=run_id, workflow_id=RECONCILE_ON_REQUEST, started_at=datetime.now(UTC)
-        )
-        session.add(run)
-        try:
-            session.commit()
-        except IntegrityError:
-            session.rollback()
-            found = session.get(ReconciliationRun, run_id)
-            assert found is not None
-            return found
-        return run
+        if run is None:
+            session.add(
+                ReconciliationRun(
+                    run_id=run_id, workflow_id=RECONCILE_ON_REQUEST, started_at=datetime.now(UTC)
+                )
+            )
+            try:
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+            run = session.get(ReconciliationRun, run_id)
+            assert run is not None
+        return report(session, run)
 
 
 def _running_on_request(engine: Engine) -> str | None:
