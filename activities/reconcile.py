@@ -99,10 +99,13 @@ def _store(engine: Engine, run_id: str, found: Iterable[Discrepancy]) -> None:
 class _Progress:
     """A check's place and counts, resumed from the last heartbeat of an earlier attempt."""
 
-    def __init__(self) -> None:
+    def __init__(self, *counted: str) -> None:
         details = activity.info().heartbeat_details
         self.cursor: Any = details[0] if details else None
-        self.checked: dict[str, int] = dict(details[1]) if len(details) > 1 else {}
+        # Every count the check keeps, 0 when nothing was: a report says "0 orders checked".
+        self.checked: dict[str, int] = {what: 0 for what in counted}
+        if len(details) > 1:
+            self.checked.update(details[1])
 
     def count(self, what: str, n: int = 1) -> None:
         self.checked[what] = self.checked.get(what, 0) + n
@@ -160,7 +163,7 @@ class ReconcileActivities:
     def check_payments(self, request: CheckRequest) -> CheckCounts:
         """Per order: each authorization's captures within it, refunds within the captures, one
         capture per parcel, and the ledger's totals equal to the read model's."""
-        progress = _Progress()
+        progress = _Progress("orders", "ledger_rows", "orders_settling")
         cutoff = request.run.cutoff
         while True:
             with Session(self._engine) as session:
@@ -203,7 +206,7 @@ class ReconcileActivities:
         """Per SKU and warehouse: seeded + received - committed + restocked = on hand, and
         reserved = the open reservations. Each batch is one statement: one snapshot of the
         rows and their ledgers, which change together in one transaction."""
-        progress = _Progress()
+        progress = _Progress("stock_rows")
         key = tuple_(col(Stock.sku), col(Stock.warehouse))
         while True:
             query = _stock_ledgers().order_by(col(Stock.sku), col(Stock.warehouse))
@@ -227,7 +230,7 @@ class ReconcileActivities:
         """Per open order in the read model: its workflow running with the same `OrderStatus`
         (one visibility query per batch, no query per order), and no longer in its stage than
         the stage can take."""
-        progress = _Progress()
+        progress = _Progress("open_orders")
         settings, run = request.settings, request.run
         limits = {OrderStatus.RECEIVED: settings.received_limit}
         if settings.fulfilling_limit is not None:
