@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_WEBHOOK_SECRET = "whsec_dev_ordermill"  # documented in the README; refused in production
 DEV_DOWNLOAD_SECRET = "dlsec_dev_ordermill"
+DEV_TRACKING_SECRET = "trsec_dev_ordermill"
 # The development API keys, printed by `make run`; any of them refuses a production start.
 DEV_API_KEYS = (
     "omk_dev_client:client:dev-client,"
@@ -131,6 +132,18 @@ class Settings(BaseSettings):
         default=timedelta(days=30),
         gt=timedelta(0),
         description="How long a download link works, from the digital delivery it was sent for",
+    )
+
+    tracking_link_secret: str | None = Field(default=None, repr=False)
+    tracking_link_ttl: Duration = Field(
+        default=timedelta(days=90),
+        gt=timedelta(0),
+        description="How long the order-tracking link in every email works, from the order's "
+        "placement: longer than delivery and the return window together",
+    )
+    temporal_ui_url: str = Field(
+        default="http://localhost:8233",
+        description="The Temporal UI the operator console links each order's history to",
     )
 
     encryption_key: str | None = Field(
@@ -282,6 +295,12 @@ class Settings(BaseSettings):
             "DOWNLOAD_LINK_SECRET", DEV_DOWNLOAD_SECRET
         )
 
+    @property
+    def tracking_secret(self) -> str:
+        return self.tracking_link_secret or self._dev_only(
+            "TRACKING_LINK_SECRET", DEV_TRACKING_SECRET
+        )
+
     def _dev_only(self, name: str, value: str) -> str:
         if self.is_production:
             raise RuntimeError(f"{name} must be set when APP_ENV=production")
@@ -325,6 +344,10 @@ class Settings(BaseSettings):
             problems.append("DOWNLOAD_LINK_SECRET is not set")
         elif self.download_link_secret == DEV_DOWNLOAD_SECRET:
             problems.append("DOWNLOAD_LINK_SECRET is the development secret")
+        if not self.tracking_link_secret:
+            problems.append("TRACKING_LINK_SECRET is not set")
+        elif self.tracking_link_secret == DEV_TRACKING_SECRET:
+            problems.append("TRACKING_LINK_SECRET is the development secret")
         if not self.encryption_key:
             problems.append("ENCRYPTION_KEY is not set (order payloads would be stored in clear)")
         return problems

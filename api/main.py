@@ -17,6 +17,7 @@ from typing import Any
 
 from anyio import to_thread
 from fastapi import APIRouter, FastAPI
+from fastapi.staticfiles import StaticFiles
 from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy import Engine
 from temporalio.client import Client
@@ -25,6 +26,7 @@ from api import idempotency
 from api.auth import Authenticated, Keyring, OrderAccess
 from api.metrics import ApiMetrics, RecordRequests
 from api.middleware import Allowance, LimitRequestBody, PathCors
+from api.pages.rendering import ASSETS
 from api.problems import auth_responses, install_problem_handlers
 from api.routes import (
     codec,
@@ -161,6 +163,7 @@ def create_app(
         app.include_router(
             router, dependencies=dependencies, responses=auth_responses() if keyed else None
         )
+    app.mount("/assets", StaticFiles(directory=ASSETS), name="assets")  # the pages' stylesheet
     instrument_api(app, provider)  # wraps the whole stack: outermost of all
     return app
 

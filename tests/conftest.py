@@ -252,9 +252,9 @@ async def e2e_stack(
 
 # ---- CI: a skip of what CI must run fails the run ----------------------------------------------
 
-# Markers of tests that may skip on a developer's machine (no PostgreSQL, no docker-compose) but
-# never in CI: `.ci/run` sets ORDERMILL_REQUIRE_ALL=1.
-REQUIRED_IN_CI = ("postgres", "compose")
+# Markers of tests that may skip on a developer's machine (no PostgreSQL, docker-compose or
+# Chromium) but never in CI: `.ci/run` sets ORDERMILL_REQUIRE_ALL=1.
+REQUIRED_IN_CI = ("postgres", "compose", "browser")
 _required_skips: list[str] = []
 
 

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from settings import (
     DEV_API_KEYS,
     DEV_DOWNLOAD_SECRET,
+    DEV_TRACKING_SECRET,
     DEV_WEBHOOK_SECRET,
     ApiKeyEntry,
     Settings,
@@ -36,6 +37,7 @@ GOOD = {
     "api_keys": f"{GOOD_KEY}:client:shop,omk_live_{'y' * 32}:operator:ops",
     "carrier_webhook_secrets": "whsec_live_1",
     "download_link_secret": "dlsec_live_1",
+    "tracking_link_secret": "trsec_live_1",
     "encryption_key": base64.b64encode(os.urandom(32)).decode(),
 }
 
@@ -142,6 +144,8 @@ def test_a_safe_production_configuration_starts() -> None:
         ),
         ({"download_link_secret": None}, "DOWNLOAD_LINK_SECRET is not set"),
         ({"download_link_secret": DEV_DOWNLOAD_SECRET}, "DOWNLOAD_LINK_SECRET is the development"),
+        ({"tracking_link_secret": None}, "TRACKING_LINK_SECRET is not set"),
+        ({"tracking_link_secret": DEV_TRACKING_SECRET}, "TRACKING_LINK_SECRET is the development"),
         ({"encryption_key": None}, "ENCRYPTION_KEY is not set"),
     ],
 )
@@ -157,7 +161,13 @@ def test_production_refuses_each_unsafe_setting_by_name(
 def test_production_names_everything_at_once() -> None:
     with pytest.raises(RuntimeError) as raised:
         settings(app_env="production").check_production_ready(serving_api=True)
-    for name in ("API_KEYS", "CARRIER_WEBHOOK_SECRETS", "DOWNLOAD_LINK_SECRET", "ENCRYPTION_KEY"):
+    for name in (
+        "API_KEYS",
+        "CARRIER_WEBHOOK_SECRETS",
+        "DOWNLOAD_LINK_SECRET",
+        "TRACKING_LINK_SECRET",
+        "ENCRYPTION_KEY",
+    ):
         assert name in str(raised.value)
 
 
