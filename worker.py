@@ -35,6 +35,7 @@ from activities.payments import PaymentActivities, SimulatedCardProcessor
 from activities.read_model import ReadModelActivities
 from activities.reconcile import ReconcileActivities
 from activities.shipping import ShippingActivities, SimulatedCarrier
+from activities.tracking_links import TrackingLinks
 from activities.warehouse import WarehouseActivities
 from database import SchemaNotCurrent, open_database
 from models.wire import TASK_QUEUE
@@ -85,6 +86,9 @@ def build_activities(
             settings.public_base_url, settings.download_secret, ttl=settings.download_link_ttl
         ),
         support_mailbox=settings.support_email,
+        tracking=TrackingLinks(
+            settings.public_base_url, settings.tracking_secret, settings.tracking_link_ttl
+        ),
     )
     notifications = NotificationActivities(
         mailer, engine, sender, support_mailbox=settings.support_email

@@ -282,11 +282,14 @@ def render(
     links: list[str],
     *,
     reference: str | None = None,
+    tracking: str | None = None,
 ) -> tuple[str, str]:
+    """`tracking`: the order's tracking page, at the foot of every customer's email."""
     subject, body = TEMPLATES[kind](order, links, reference)
     if kind in SUPPORT_EMAILS:
         return subject, f"{body}\n-- ordermill\n"
-    return subject, f"Hello {customer_name},\n\n{body}\n\n-- ordermill\n"
+    follow = f"\n\nFollow your order at any time: {tracking}" if tracking else ""
+    return subject, f"Hello {customer_name},\n\n{body}{follow}\n\n-- ordermill\n"
 
 
 def render_support_inquiry(inquiry: InquiryView, order: OrderView) -> tuple[str, str]:

@@ -25,6 +25,7 @@ from temporalio import activity
 from activities.downloads import DownloadLinks
 from activities.email_sender import EmailSender, outbox_row
 from activities.email_templates import render, render_support_inquiry
+from activities.tracking_links import TrackingLinks
 from models.activities import (
     DIGITAL_DELIVERY_EVENT,
     EmailKind,
@@ -88,10 +89,18 @@ class Mailer:
     """Composes ordermill's emails (words from `email_templates`); activities.email_sender
     sends them once they are recorded."""
 
-    def __init__(self, *, sender: str, links: DownloadLinks, support_mailbox: str) -> None:
+    def __init__(
+        self,
+        *,
+        sender: str,
+        links: DownloadLinks,
+        support_mailbox: str,
+        tracking: TrackingLinks | None = None,
+    ) -> None:
         self._sender = sender
         self._links = links
         self.support_mailbox = support_mailbox
+        self._tracking = tracking
 
     def order_email(self, email: OrderEmail, order: OrderView) -> EmailMessage:
         """The customer's email about `order` as this snapshot of it stands."""
@@ -103,8 +112,14 @@ class Mailer:
                 for line in order.lines
                 if line.digital
             ]
+        tracking = self._tracking.url(order.order_id, order.placed_at) if self._tracking else None
         subject, body = render(
-            email.kind, email.customer_name, order, links, reference=email.reference
+            email.kind,
+            email.customer_name,
+            order,
+            links,
+            reference=email.reference,
+            tracking=tracking,
         )
         return self.compose(
             key=email.idempotency_key,

@@ -26,6 +26,7 @@ from api import idempotency
 from api.auth import Authenticated, Keyring, OrderAccess
 from api.metrics import ApiMetrics, RecordRequests
 from api.middleware import Allowance, LimitRequestBody, PathCors
+from api.pages import tracking
 from api.pages.rendering import ASSETS
 from api.problems import auth_responses, install_problem_handlers
 from api.routes import (
@@ -88,6 +89,7 @@ def routers() -> list[tuple[APIRouter, list[Any]]]:
         (downloads.router, []),
         (health.router, []),
         (metrics.router, []),  # METRICS_AUTH decides: see api.routes.metrics
+        (tracking.router, []),  # the signed link is the credential: see api.pages.tracking
     ]
 
 

@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))  # settings.py and friends live at the repository 
 
 import httpx  # noqa: E402
 
+from activities.tracking_links import TrackingLinks  # noqa: E402
 from api.signatures import SIGNATURE_HEADER, secrets_from_setting, sign  # noqa: E402
 from models.orders import FINAL_STATUSES, OrderStatus  # noqa: E402
 from models.shipments import CarrierStatus  # noqa: E402
@@ -219,6 +220,7 @@ class Demo:
         self.secrets = secrets
         self.step = step
         self.board = board
+        self.placed: dict[int, tuple[str, datetime]] = {}  # scenario number -> id, placed at
         self.run_id = uuid.uuid4().hex[:8]
 
     async def play(self, number: int, scenario: Scenario, within: float) -> bool:
@@ -244,6 +246,7 @@ class Demo:
             show(f"could not be placed: HTTP {placed.status_code} {problem(placed)}")
             return False
         order_id = placed.json()["order_id"]
+        self.placed[number] = (order_id, datetime.fromisoformat(placed.json()["placed_at"]))
         show(f"{order_id}  placed")
 
         if scenario.cancel:
@@ -461,6 +464,10 @@ async def main_async(args: argparse.Namespace) -> int:
         "Every order ended as expected. Find them in the Temporal UI, e.g. with the query "
         'OrderStatus="delivered" or CustomerId="cus_ada"; emails are in the outbox (or Mailpit).'
     )
+    if 1 in demo.placed:
+        order_id, placed_at = demo.placed[1]
+        links = TrackingLinks(args.api_url, settings.tracking_secret, settings.tracking_link_ttl)
+        print(f"Follow the first as its customer does: {links.url(order_id, placed_at)}")
     return 0
 
 
