@@ -383,6 +383,9 @@ async def decide(
             request, "That form is stale or not from this session: reload the page and decide."
         )
     back: Literal["queue", "order"] = "order" if _field(form, "back") == "order" else "queue"
+    # The queue's filter, kept through the decision: the operator goes on where they were.
+    only = _field(form, "customer_id")
+    only = only if _CUSTOMER_ID.fullmatch(only) else ""
 
     async def again(problem: str, status_code: int) -> HTMLResponse:
         if back == "order":
@@ -390,7 +393,12 @@ async def decide(
                 request, session, client, engine, settings, order_id, problem, status_code
             )
         return await _queue_page(
-            request, session, engine, problem=f"{order_id}: {problem}", status_code=status_code
+            request,
+            session,
+            engine,
+            customer_id=only,
+            problem=f"{order_id}: {problem}",
+            status_code=status_code,
         )
 
     key = _field(form, "key")
@@ -428,9 +436,11 @@ async def decide(
     else:
         outcome = decision.resolution.value
     log.info("console: %s %s %s on %s", session.principal.name, outcome, hold_id, order_id)
-    query = urlencode({"decided": order_id, "outcome": outcome})
-    target = f"{PREFIX}/orders/{order_id}" if back == "order" else PREFIX
-    return _redirect(f"{target}?{query}")
+    if back == "order":
+        target, query = f"{PREFIX}/orders/{order_id}", {}
+    else:
+        target, query = PREFIX, {"customer_id": only} if only else {}
+    return _redirect(f"{target}?{urlencode({**query, 'decided': order_id, 'outcome': outcome})}")
 
 
 # ---- search ----------------------------------------------------------------------------------

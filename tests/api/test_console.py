@@ -200,6 +200,7 @@ async def test_a_decision_needs_this_session_s_token_for_this_hold(
     session = await signed_in(browser)
     form = await queue_form(browser, customer, order_id)
     assert form["csrf"] and form["key"] and form["back"] == "queue"
+    assert form["customer_id"] == customer
     purpose = f"hold {order_id} risk_review"
     another_session = open_session(
         KEYRING, new_console_session(KEYRING, OPERATOR, now=time.time() - 60)
@@ -228,7 +229,9 @@ async def test_a_decision_needs_this_session_s_token_for_this_hold(
     # The page's own form, as it came: released, and back to the queue with what was done.
     done = await browser.post(action, data=release)
     assert done.status_code == 303, done.text
-    assert done.headers["location"] == f"/console?decided={order_id}&outcome=released"
+    assert done.headers["location"] == (
+        f"/console?customer_id={customer}&decided={order_id}&outcome=released"
+    )  # back to the queue as it was filtered
     view = (await api.get(f"/orders/{order_id}")).json()
     assert [(h["resolution"], h["reason"]) for h in view["holds"]] == [("released", "looks fine")]
     queue = await browser.get(done.headers["location"])
@@ -238,7 +241,7 @@ async def test_a_decision_needs_this_session_s_token_for_this_hold(
 
     # The same form again: one decision, its first outcome.
     again = await browser.post(action, data=release)
-    assert again.headers["location"] == f"/console?decided={order_id}&outcome=replayed"
+    assert again.headers["location"].endswith(f"decided={order_id}&outcome=replayed")
     # A fresh form for the decided hold: the order's own refusal, in its words.
     refused = await browser.post(action, data={**release, "key": new_id("key")})
     assert refused.status_code == 409
