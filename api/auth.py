@@ -184,25 +184,28 @@ Authenticated = Depends(authenticate)
 OperatorOnly = Depends(require_operator)
 
 
-# ---- codec sessions --------------------------------------------------------------------------
+# ---- browser sessions: the codec's and the console's -----------------------------------------
 
 CODEC_SESSION_COOKIE = "ordermill_codec"
 CODEC_SESSION_TTL = timedelta(hours=8)
 _SESSION_CONTEXT = b"ordermill codec session\n"
+CONSOLE_SESSION_COOKIE = "ordermill_console"
+CONSOLE_SESSION_TTL = timedelta(hours=8)
+# Its own context, so a codec cookie pasted into the console's (or back) is refused.
+_CONSOLE_CONTEXT = b"ordermill console session\n"
 
 
-def new_codec_session(keyring: Keyring, principal: Principal, now: float | None = None) -> str:
-    """A cookie value that lets a browser (the Temporal UI) call /codec for a few hours.
-
-    `name.expires.mac`, the MAC keyed by the operator's own key, so it dies with the key.
-    """
-    expires = int((time.time() if now is None else now) + CODEC_SESSION_TTL.total_seconds())
-    message = _SESSION_CONTEXT + f"{principal.name}\n{expires}".encode()
+def _new_session(
+    keyring: Keyring, principal: Principal, context: bytes, ttl: timedelta, now: float | None
+) -> str:
+    """`name.expires.mac`, the MAC keyed by the operator's own key, so it dies with the key."""
+    expires = int((time.time() if now is None else now) + ttl.total_seconds())
+    message = context + f"{principal.name}\n{expires}".encode()
     return f"{principal.name}.{expires}.{keyring.sign(principal, message)[0].hex()}"
 
 
-def codec_session_principal(
-    keyring: Keyring, cookie: str, now: float | None = None
+def _session_principal(
+    keyring: Keyring, cookie: str, context: bytes, now: float | None
 ) -> Principal | None:
     parts = cookie.rsplit(".", 2)
     if len(parts) != 3 or not parts[1].isascii() or not parts[1].isdigit() or len(parts[1]) > 12:
@@ -217,8 +220,30 @@ def codec_session_principal(
         presented = bytes.fromhex(mac_hex)
     except ValueError:
         return None
-    message = _SESSION_CONTEXT + f"{name}\n{expires}".encode()
+    message = context + f"{name}\n{expires}".encode()
     matched = False
     for mac in keyring.sign(principal, message):
         matched |= hmac.compare_digest(mac, presented)
     return principal if matched else None
+
+
+def new_codec_session(keyring: Keyring, principal: Principal, now: float | None = None) -> str:
+    """A cookie value that lets a browser (the Temporal UI) call /codec for a few hours."""
+    return _new_session(keyring, principal, _SESSION_CONTEXT, CODEC_SESSION_TTL, now)
+
+
+def codec_session_principal(
+    keyring: Keyring, cookie: str, now: float | None = None
+) -> Principal | None:
+    return _session_principal(keyring, cookie, _SESSION_CONTEXT, now)
+
+
+def new_console_session(keyring: Keyring, principal: Principal, now: float | None = None) -> str:
+    """A cookie value that signs a browser in to the operator console (api.pages.console)."""
+    return _new_session(keyring, principal, _CONSOLE_CONTEXT, CONSOLE_SESSION_TTL, now)
+
+
+def console_session_principal(
+    keyring: Keyring, cookie: str, now: float | None = None
+) -> Principal | None:
+    return _session_principal(keyring, cookie, _CONSOLE_CONTEXT, now)

@@ -26,7 +26,7 @@ from api import idempotency
 from api.auth import Authenticated, Keyring, OrderAccess
 from api.metrics import ApiMetrics, RecordRequests
 from api.middleware import Allowance, LimitRequestBody, PathCors
-from api.pages import tracking
+from api.pages import console, tracking
 from api.pages.rendering import ASSETS
 from api.problems import auth_responses, install_problem_handlers
 from api.routes import (
@@ -83,6 +83,7 @@ def routers() -> list[tuple[APIRouter, list[Any]]]:
         (customers.router, _KEYED),
         (reconciliation.router, _KEYED),  # operators only: see api.routes.reconciliation
         (codec.router, []),  # operator key or codec session: see api.routes.codec
+        (console.router, []),  # HTML; an operator's console session: see api.pages.console
         # Public: carriers sign their webhooks (HMAC); the download link's signature is the
         # credential; health checks.
         (webhooks.router, []),

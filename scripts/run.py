@@ -383,6 +383,7 @@ def banner(settings: Settings, *, own_temporal: bool) -> str:
             "",
             "ordermill is running",
             f"  API docs         {api}/docs",
+            f"  Console          {api}/console (operator key)",
             *temporal,
             *metrics,
             mail,

@@ -192,6 +192,9 @@ async def test_runs_restarts_stops_cleanly_and_keeps_orders(tmp_path: Path) -> N
             assert served.status_code == 200 and "temporal_workflow_task_" in served.text
             assert f"{api}/metrics" in run.output
             assert "ordermill_orders_placed_total 1.0" in (await http.get("/metrics")).text
+            # The console the banner names answers with its sign-in page.
+            assert f"Console          {api}/console (operator key)" in run.output
+            assert (await http.get("/console")).headers["location"] == "/console/sign-in"
 
         # The nightly reconciliation's Schedule, which the UI's Schedules page lists.
         assert f"schedule {RECONCILE_SCHEDULE} created: 0 2 * * * (UTC)" in run.output

@@ -52,12 +52,13 @@ _RESPONSES = {
 }
 
 
-async def _decide(
+async def decide(
     caller: CallerDep,
     order_id: str,
     decision: HoldDecision,
     key: str | None,
 ) -> OrderView | JSONResponse:
+    """The one path for a decision, the API's and the operator console's alike."""
     return await order_update(
         caller,
         order_id,
@@ -87,7 +88,7 @@ async def release_hold(
     down run again, data the database refused recorded with its placeholder."""
     reason = body.reason if body is not None else None
     decision = HoldDecision(hold_id=hold_id, resolution=HoldResolution.RELEASED, reason=reason)
-    return await _decide(caller, order_id, decision, idempotency_key)
+    return await decide(caller, order_id, decision, idempotency_key)
 
 
 @router.post(
@@ -107,4 +108,4 @@ async def reject_hold(
     ordermill; a step before anything was handed to the carrier cancels the order, one after
     gives up only that parcel. The reason is required and goes on the timeline."""
     decision = HoldDecision(hold_id=hold_id, resolution=HoldResolution.REJECTED, reason=body.reason)
-    return await _decide(caller, order_id, decision, idempotency_key)
+    return await decide(caller, order_id, decision, idempotency_key)

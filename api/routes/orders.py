@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import uuid
+from collections.abc import Collection
 from datetime import UTC, datetime
 from functools import partial
 from typing import Annotated, Any
@@ -312,40 +313,15 @@ def list_orders(
     first."""
     if hold is not None and not principal.is_operator:
         raise forbidden("only operators may list the orders held for a decision")
-    # The column pages are keyed on: when the hold was placed, or when the order was.
-    key: Any = col(OrderRecord.placed_at)
-    if hold is not None:
-        # One row per order, however many holds of the code it has open (two parcels' declined
-        # captures, say), at its longest-waiting one.
-        held = (
-            select(col(OrderHold.order_id), func.min(col(OrderHold.placed_at)).label("held_at"))
-            .where(col(OrderHold.code) == hold.value, col(OrderHold.resolved_at).is_(None))
-            .group_by(col(OrderHold.order_id))
-            .subquery()
-        )
-        key = held.c.held_at
-    query = select(OrderRecord, key)
-    if hold is not None:
-        query = query.join(held, held.c.order_id == col(OrderRecord.order_id))
-    if not principal.is_operator:
-        query = query.where(OrderRecord.placed_by == principal.name)
-    if customer_id is not None:
-        query = query.where(OrderRecord.customer_id == customer_id)
-    if status is not None:
-        query = query.where(OrderRecord.status == status.value)
-    order_id = col(OrderRecord.order_id)
-    if cursor is not None:
-        at, after = decode_cursor(cursor)
-        if hold is not None:  # oldest first: the next page is later
-            query = query.where(or_(key > at, and_(key == at, order_id > after)))
-        else:
-            query = query.where(or_(key < at, and_(key == at, order_id < after)))
-    if hold is not None:
-        query = query.order_by(key.asc(), order_id.asc())
-    else:
-        query = query.order_by(key.desc(), order_id.desc())
-    rows = session.exec(query.limit(limit + 1)).all()
-    page = rows[:limit]
+    rows, next_cursor = find_orders(
+        session,
+        principal,
+        customer_id=customer_id,
+        status=status,
+        holds=(hold,) if hold is not None else (),
+        limit=limit,
+        cursor=cursor,
+    )
     items = [
         OrderSummary(
             order_id=row.order_id,
@@ -359,13 +335,70 @@ def list_orders(
             placed_at=_utc(row.placed_at),
             updated_at=_utc(row.updated_at),
         )
-        for row, _ in page
+        for row in rows
     ]
+    return OrderPage(items=items, next_cursor=next_cursor)
+
+
+def find_orders(
+    session: Session,
+    principal: Principal,
+    *,
+    customer_id: str | None = None,
+    status: OrderStatus | None = None,
+    holds: Collection[HoldCode] = (),
+    limit: int = 20,
+    cursor: str | None = None,
+) -> tuple[list[OrderRecord], str | None]:
+    """A page of the read model's orders and the cursor of the next page (None at the end):
+    GET /orders's query, which the operator console's queue and search share.
+
+    Newest first; with `holds`, the orders with an open hold of any of those codes, the
+    longest-waiting first. A client sees only the orders it placed. A cursor we did not make
+    is a 422 problem.
+    """
+    # The column pages are keyed on: when the hold was placed, or when the order was.
+    key: Any = col(OrderRecord.placed_at)
+    if holds:
+        # One row per order, however many holds of the codes it has open (two parcels' declined
+        # captures, say), at its longest-waiting one.
+        held = (
+            select(col(OrderHold.order_id), func.min(col(OrderHold.placed_at)).label("held_at"))
+            .where(
+                col(OrderHold.code).in_([code.value for code in holds]),
+                col(OrderHold.resolved_at).is_(None),
+            )
+            .group_by(col(OrderHold.order_id))
+            .subquery()
+        )
+        key = held.c.held_at
+    query = select(OrderRecord, key)
+    if holds:
+        query = query.join(held, held.c.order_id == col(OrderRecord.order_id))
+    if not principal.is_operator:
+        query = query.where(OrderRecord.placed_by == principal.name)
+    if customer_id is not None:
+        query = query.where(OrderRecord.customer_id == customer_id)
+    if status is not None:
+        query = query.where(OrderRecord.status == status.value)
+    order_id = col(OrderRecord.order_id)
+    if cursor is not None:
+        at, after = decode_cursor(cursor)
+        if holds:  # oldest first: the next page is later
+            query = query.where(or_(key > at, and_(key == at, order_id > after)))
+        else:
+            query = query.where(or_(key < at, and_(key == at, order_id < after)))
+    if holds:
+        query = query.order_by(key.asc(), order_id.asc())
+    else:
+        query = query.order_by(key.desc(), order_id.desc())
+    rows = session.exec(query.limit(limit + 1)).all()
+    page = rows[:limit]
     next_cursor = None
     if len(rows) > limit:
         last, at = page[-1]
         next_cursor = encode_cursor(at, last.order_id)
-    return OrderPage(items=items, next_cursor=next_cursor)
+    return [row for row, _ in page], next_cursor
 
 
 # ---- cancelling ------------------------------------------------------------------------------

@@ -65,15 +65,20 @@ def report(session: Session, run: ReconciliationRun) -> ReconciliationReport:
 def latest_report(session: SessionDep) -> ReconciliationReport:
     """The last run that finished (or ended incomplete): what it checked, the discrepancies it
     found by kind, and the first of them. 404 before any run has finished."""
-    run = session.exec(
+    run = latest_finished_run(session)
+    if run is None:
+        raise ApiProblem(404, "no-reconciliation-report", "no reconciliation has finished yet")
+    return report(session, run)
+
+
+def latest_finished_run(session: Session) -> ReconciliationRun | None:
+    """The last run that finished or ended incomplete (the console shows its report too)."""
+    return session.exec(
         select(ReconciliationRun)
         .where(col(ReconciliationRun.status) != "running")
         .order_by(col(ReconciliationRun.started_at).desc())
         .limit(1)
     ).first()
-    if run is None:
-        raise ApiProblem(404, "no-reconciliation-report", "no reconciliation has finished yet")
-    return report(session, run)
 
 
 @router.get(
