@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import sys
 import uuid
@@ -43,6 +44,7 @@ from bench.drivers import (
     run_lanes,
     sample_deliveries,
 )
+from bench.ledger import double_effects
 from bench.report import judge_targets, latency_ms, plot, ratio, table, write_json
 from bench.shape import BareOrder, step
 from bench.stack import Endpoints, OwnStack, StackError, connect, running_stack_endpoints
@@ -99,6 +101,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="the same for the open-order deliveries, sent one at a time (0.02)",
     )
     parser.add_argument(
+        "--workers", type=int, default=1, help="worker processes on the one task queue (1)"
+    )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="the Temporal server on CPU 0, ordermill and the bench on CPU 1 (taskset)",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -112,7 +122,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.open_orders = FULL_OPEN_ORDERS if args.full else 300
     if args.warmup is None:
         args.warmup = min(4, args.orders)
-    for name in ("orders", "concurrency"):
+    if (args.workers != 1 or args.pin) and args.api_url:
+        parser.error("--workers and --pin start our own stack: not with --api-url")
+    if args.pin and (not shutil.which("taskset") or len(os.sched_getaffinity(0)) < 2):
+        parser.error("--pin needs taskset and two CPUs")
+    for name in ("orders", "concurrency", "workers"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if any("=" not in item for item in args.set):
@@ -154,7 +168,12 @@ async def stack_for(args: argparse.Namespace) -> AsyncIterator[Endpoints]:
     extra = dict(item.split("=", 1) for item in args.set)
     kind = "in memory" if args.in_memory else "on a fresh SQLite file"
     say(f"starting an isolated stack: dev server {kind}, worker, API (logs in {args.out}/logs)")
-    async with OwnStack(args.out / "logs", in_memory=args.in_memory, env=extra) as endpoints:
+    if args.pin:
+        os.sched_setaffinity(0, {1})  # the bench's own load beside ordermill, not the server
+    stack = OwnStack(
+        args.out / "logs", in_memory=args.in_memory, env=extra, workers=args.workers, pin=args.pin
+    )
+    async with stack as endpoints:
         say(f"stack up: API {endpoints.api_url}, Temporal {endpoints.temporal_address}")
         yield endpoints
     say("stack stopped")
@@ -243,6 +262,7 @@ async def measure(args: argparse.Namespace, endpoints: Endpoints) -> dict[str, A
     }
     lat = {key: latency_ms(values) for key, values in samples.items()}
     pids = endpoints.pids
+    doubled = double_effects(endpoints.database_url) if endpoints.database_url else None
     return {
         "config": {
             "orders": n,
@@ -256,7 +276,10 @@ async def measure(args: argparse.Namespace, endpoints: Endpoints) -> dict[str, A
             "stack_settings": args.set,
             "command": "python -m bench " + " ".join(sys.argv[1:]),
             "pids": pids,
+            "workers": args.workers,
+            "pinned": args.pin,
         },
+        "double_effects": doubled,
         "ceiling": {
             "done": len(bare.timings),
             "failed": bare.failed,

@@ -154,10 +154,18 @@ def table(results: dict[str, Any]) -> str:
         ("  API RSS MB", "", _fmt(op["api_rss_mb"]), ""),
         ("  webhook -> delivered p50 / p99 ms", "", _pair(op["delivery_ms"]), ""),
     ]
+    doubled = results.get("double_effects")
+    if doubled is not None:
+        rows += [
+            ("", "", "", ""),
+            ("orders that took effect twice (ledgers)", "", str(sum(doubled.values())), ""),
+        ]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = [
         f"ordermill bench: {cfg['orders']} orders at concurrency {cfg['concurrency']}, "
-        f"server {cfg['server']}, {op['count']} open orders",
+        f"server {cfg['server']}, {op['count']} open orders, "
+        f"{cfg.get('workers', 1)} worker process(es)"
+        + (", server pinned to CPU 0 and ordermill to CPU 1" if cfg.get("pinned") else ""),
         "",
     ]
     for row in rows:

@@ -69,6 +69,7 @@ class Endpoints:
     webhook_secret: str
     server: str  # "sqlite-file", "in-memory" or "external"
     pids: dict[str, int] = field(default_factory=dict)  # "server", "worker", "api"
+    database_url: str | None = None  # ordermill's own database, when the stack is ours
 
 
 def free_port() -> int:
@@ -138,10 +139,21 @@ class _Child:
 class OwnStack:
     """`async with OwnStack(...) as endpoints:` starts everything, and always stops it."""
 
-    def __init__(self, log_dir: Path, *, in_memory: bool, env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        log_dir: Path,
+        *,
+        in_memory: bool,
+        env: dict[str, str],
+        workers: int = 1,
+        pin: bool = False,
+    ) -> None:
         self.log_dir = log_dir
         self.in_memory = in_memory
         self.extra_env = env
+        self.workers = workers
+        # The server on CPU 0, ordermill (worker, API) on CPU 1: which one is the limit.
+        self.pin = pin
         self.children: list[_Child] = []
         self.tmp = Path(tempfile.mkdtemp(prefix="ordermill-bench-"))
 
@@ -182,6 +194,7 @@ class OwnStack:
         server = self._child(
             "server",
             [
+                *self._on_cpu(0),
                 temporal_binary(),
                 *("server", "start-dev", "--headless", *db),
                 *("--ip", "127.0.0.1", "--port", str(temporal_port)),
@@ -202,10 +215,16 @@ class OwnStack:
         if await database.proc.wait():
             raise StackError(f"`python database.py` failed:\n{database.tail()}")
 
-        worker = self._child("worker", [sys.executable, str(ROOT / "worker.py")], env)
+        one_or_many = (
+            [str(ROOT / "worker.py")]
+            if self.workers == 1
+            else [str(ROOT / "bench" / "workers.py"), str(self.workers)]
+        )
+        worker = self._child("worker", [*self._on_cpu(1), sys.executable, *one_or_many], env)
         api = self._child(
             "api",
             [
+                *self._on_cpu(1),
                 *(sys.executable, "-m", "uvicorn", "api.main:app", "--app-dir", str(ROOT)),
                 *("--host", "127.0.0.1", "--port", str(api_port)),
                 *("--timeout-graceful-shutdown", "3"),
@@ -225,7 +244,11 @@ class OwnStack:
             webhook_secret=DEV_WEBHOOK_SECRET,
             server="in-memory" if self.in_memory else "sqlite-file",
             pids=pids,
+            database_url=f"sqlite:///{data_dir / 'ordermill.db'}",
         )
+
+    def _on_cpu(self, cpu: int) -> list[str]:
+        return ["taskset", "--cpu-list", str(cpu)] if self.pin else []
 
     def _child(self, name: str, argv: Sequence[str], env: dict[str, str]) -> _Child:
         child = _Child(name, argv, env, self.tmp)

@@ -1,10 +1,12 @@
 """`make bench` in miniature, so the benchmark never rots: its own stack on free ports, three
-orders of each kind, five open orders. It checks that every figure is written and that the
-process exits 0, leaving no process of its stack behind; it never looks at how fast anything was.
+orders of each kind, five open orders, on two worker processes (pinned to CPUs where it can).
+It checks that every figure is written, that no order took effect twice, and that the process
+exits 0, leaving no process of its stack behind; it never looks at how fast anything was.
 """
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +15,7 @@ import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+CAN_PIN = shutil.which("taskset") is not None and len(os.sched_getaffinity(0)) >= 2
 
 FIGURES = [
     "ceiling.orders_per_s",
@@ -52,6 +55,9 @@ def test_bench_runs_end_to_end_and_writes_every_figure(tmp_path: Path) -> None:
             *(sys.executable, "-m", "bench"),
             *("--orders", "3", "--concurrency", "2", "--open-orders", "5"),
             *("--warmup", "1", "--sample", "3", "--out", str(out)),
+            "--workers",
+            "2",
+            *(["--pin"] if CAN_PIN else []),
         ],
         cwd=ROOT,
         env=env,
@@ -71,6 +77,12 @@ def test_bench_runs_end_to_end_and_writes_every_figure(tmp_path: Path) -> None:
     assert [t["met"] for t in results["targets"]].count(None) == 0
     assert (out / "latency.png").stat().st_size > 0
 
+    assert results["config"]["workers"] == 2 and results["config"]["pinned"] is CAN_PIN
+    assert results["double_effects"] == {
+        "orders_authorized_twice": 0,
+        "parcels_captured_twice": 0,
+        "lines_committed_twice": 0,
+    }
     stack = results["config"]["pids"]
     assert set(stack) == {"server", "worker", "api"}
     left = {name: pid for name, pid in stack.items() if psutil.pid_exists(pid)}
