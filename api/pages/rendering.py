@@ -47,10 +47,9 @@ PAGE_HEADERS = {
 def render(
     request: Request, template: str, context: dict[str, Any], status_code: int = 200
 ) -> HTMLResponse:
-    response = templates.TemplateResponse(
+    return templates.TemplateResponse(
         request, template, context, status_code=status_code, headers=PAGE_HEADERS
     )
-    return response
 
 
 def not_found_page(request: Request) -> HTMLResponse:

@@ -113,7 +113,7 @@ def _page_context(
         "steps": progress.steps(view),
         "headline": progress.headline(view),
         "stopped": view.status in progress.STOPPED,
-        "parcels": [s for s in view.shipments],
+        "parcels": list(view.shipments),
         "parcel_state": progress.parcel_state,
         "downloads": downloads,
         "window_open": window_open and bool(returnable),
