@@ -11,7 +11,7 @@ the calls in flight, so a capture always goes to the authorization that is live.
 """
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 from temporalio import workflow
@@ -50,6 +50,7 @@ class _Amounted(Protocol):
 
 
 Paid = TypeVar("Paid", bound=_Amounted)
+Arg = TypeVar("Arg")
 
 # The processor's answer to a capture or void of an authorization that has lapsed.
 AUTHORIZATION_EXPIRED = "authorization_expired"
@@ -115,21 +116,18 @@ class Money:
         what = f"Authorize {money(amount, currency)}"
         result = await self._holds.attempt(
             what,
-            lambda: self._counted(
+            lambda: self._pay(
                 "authorize",
                 amount,
-                policies.remote(
-                    policies.PAYMENT,
-                    PaymentActivities.authorize_payment,
-                    AuthorizePaymentInput(
-                        order_id=view.order_id,
-                        token=self._token or "",
-                        amount=amount,
-                        currency=currency,
-                        idempotency_key=key,
-                    ),
-                    what,
+                PaymentActivities.authorize_payment,
+                AuthorizePaymentInput(
+                    order_id=view.order_id,
+                    token=self._token or "",
+                    amount=amount,
+                    currency=currency,
+                    idempotency_key=key,
                 ),
+                what,
             ),
         )
         authorization = AuthorizationView(
@@ -143,13 +141,20 @@ class Money:
         self.payment.authorization_id = authorization.authorization_id
         return authorization
 
-    async def _counted(self, operation: str, amount: int, call: Awaitable[Paid]) -> Paid:
+    async def _pay(
+        self,
+        operation: str,
+        amount: int,
+        activity: Callable[[PaymentActivities, Arg], Paid],
+        arg: Arg,
+        what: str,
+    ) -> Paid:
         """One call to the card processor, counted by the outcome that reached the order (after
         the activity's retries): approved, declined (a business refusal) or failed."""
         totals = self._journal.view.totals
         currency = totals.currency if totals is not None else "unknown"
         try:
-            result = await call
+            result = await policies.remote(policies.PAYMENT, activity, arg, what)
         except ActivityError as err:
             refused = policies.business_problem(err, PAYMENT_DECLINED, REFUND_REFUSED)
             metrics.payment(
@@ -192,21 +197,18 @@ class Money:
                 charged.append(live.authorization_id)
                 self._in_flight += 1
                 try:
-                    return await self._counted(
+                    return await self._pay(
                         "capture",
                         amount,
-                        policies.remote(
-                            policies.PAYMENT,
-                            PaymentActivities.capture_payment,
-                            CapturePaymentInput(
-                                order_id=self._journal.view.order_id,
-                                authorization_id=live.authorization_id,
-                                amount=amount,
-                                idempotency_key=keys[-1],
-                                shipment_id=shipment_id,
-                            ),
-                            what,
+                        PaymentActivities.capture_payment,
+                        CapturePaymentInput(
+                            order_id=self._journal.view.order_id,
+                            authorization_id=live.authorization_id,
+                            amount=amount,
+                            idempotency_key=keys[-1],
+                            shipment_id=shipment_id,
                         ),
+                        what,
                     )
                 finally:
                     self._in_flight -= 1
@@ -268,19 +270,16 @@ class Money:
         try:
             result = await self._holds.attempt(
                 what,
-                lambda: self._counted(
+                lambda: self._pay(
                     "void",
                     left,
-                    policies.remote(
-                        policies.PAYMENT,
-                        PaymentActivities.void_payment,
-                        VoidPaymentInput(
-                            order_id=self._journal.view.order_id,
-                            authorize_key=authorize_key,
-                            idempotency_key=key,
-                        ),
-                        what,
+                    PaymentActivities.void_payment,
+                    VoidPaymentInput(
+                        order_id=self._journal.view.order_id,
+                        authorize_key=authorize_key,
+                        idempotency_key=key,
                     ),
+                    what,
                 ),
             )
         except HoldRejected:
@@ -450,21 +449,18 @@ class Money:
         try:
             await self._holds.attempt(
                 what,
-                lambda: self._counted(
+                lambda: self._pay(
                     "refund",
                     amount,
-                    policies.remote(
-                        policies.PAYMENT,
-                        PaymentActivities.refund_payment,
-                        RefundPaymentInput(
-                            order_id=self._journal.view.order_id,
-                            authorization_id=authorization.authorization_id,
-                            amount=amount,
-                            reason=reason,
-                            idempotency_key=keys[-1],
-                        ),
-                        what,
+                    PaymentActivities.refund_payment,
+                    RefundPaymentInput(
+                        order_id=self._journal.view.order_id,
+                        authorization_id=authorization.authorization_id,
+                        amount=amount,
+                        reason=reason,
+                        idempotency_key=keys[-1],
                     ),
+                    what,
                 ),
                 declined={REFUND_REFUSED: HoldCode.REFUND_REFUSED},
                 after_hold=renew_after,
