@@ -32,6 +32,7 @@ from activities.reconcile_checks import (
     stock_row,
     stuck,
 )
+from activities.reconcile_report import open_run, report_email
 from models.orders import FINAL_STATUSES, OrderStatus
 from models.reconcile import (
     CheckCounts,
@@ -60,8 +61,6 @@ from models.wire import ORDER_STATUS, ORDER_WORKFLOW, order_workflow_id
 VISIBILITY_BATCH = 100
 # Ids a visibility query can quote as they are (the API's, and the CLI's).
 _QUOTABLE = re.compile(r"[A-Za-z0-9_.:@-]+")
-# The support email names this many discrepancies; the report has them all.
-EMAILED = 20
 _OPEN = [status.value for status in OrderStatus if status not in FINAL_STATUSES]
 
 
@@ -139,22 +138,8 @@ class ReconcileActivities:
         """The run's row: created once (by the API, for a run it starts, or here)."""
         info = activity.info()
         run_id = request.run_id or str(info.workflow_run_id)
-        with Session(self._engine) as session:
-            run = session.get(ReconciliationRun, run_id)
-            if run is None:
-                run = ReconciliationRun(
-                    run_id=run_id,
-                    workflow_id=str(info.workflow_id),
-                    started_at=datetime.now(UTC),
-                )
-                session.add(run)
-                try:
-                    session.commit()
-                except IntegrityError:
-                    session.rollback()
-                    run = session.get(ReconciliationRun, run_id)
-                    assert run is not None
-            started = _aware(run.started_at)
+        run = open_run(self._engine, run_id, str(info.workflow_id))
+        started = _aware(run.started_at)
         return RunStarted(run_id=run_id, started_at=started, cutoff=started - request.settle)
 
     # ---- money -----------------------------------------------------------------------------
@@ -355,7 +340,13 @@ class ReconcileActivities:
                 run.found = found
                 key = f"reconciliation-{run_id}"
                 if found or request.incomplete:
-                    session.add(outbox_row(self._report_email(session, run, request.incomplete)))
+                    session.add(
+                        outbox_row(
+                            report_email(
+                                self._mailer, session, run, request.incomplete, self._base_url
+                            )
+                        )
+                    )
                 session.commit()
                 closed_now = True
         if closed_now:
@@ -373,42 +364,6 @@ class ReconcileActivities:
                 self._sender.notify(key)
         return ReconcileOutcome(
             run_id=run_id, status=status, checked=request.counts.checked, found=found
-        )
-
-    def _report_email(self, session: Session, run: ReconciliationRun, incomplete: list[str]) -> Any:
-        first = session.exec(
-            select(ReconciliationDiscrepancy)
-            .where(ReconciliationDiscrepancy.run_id == run.run_id)
-            .order_by(col(ReconciliationDiscrepancy.kind), col(ReconciliationDiscrepancy.subject))
-            .limit(EMAILED)
-        ).all()
-        total = sum(run.found.values())
-        lines = [
-            f"The reconciliation run {run.run_id} of {_aware(run.started_at):%Y-%m-%d %H:%M} UTC "
-            f"found {total} discrepanc{'y' if total == 1 else 'ies'}.",
-            "",
-            *(f"  {kind}: {n}" for kind, n in sorted(run.found.items())),
-        ]
-        if incomplete:
-            lines += ["", f"It could not finish these checks: {', '.join(incomplete)}."]
-        if first:
-            lines += ["", "The first of them:", ""]
-            lines += [f"- {d.kind} {d.subject}: {d.detail}" for d in first]
-        lines += [
-            "",
-            f"The whole report: {self._base_url}/reconciliation/runs/{run.run_id} (operator key).",
-            "What to do with each kind: the README, Operating ordermill.",
-        ]
-        subject = f"Reconciliation {run.run_id}: {total} discrepancies" + (
-            " (incomplete)" if incomplete else ""
-        )
-        return self._mailer.compose(
-            key=f"reconciliation-{run.run_id}",
-            order_id=f"reconciliation-{run.run_id}",
-            kind="reconciliation_report",
-            to=self._mailer.support_mailbox,
-            subject=subject,
-            body="\n".join(lines) + "\n",
         )
 
 

@@ -5,19 +5,19 @@ The nightly run is the `ordermill-reconcile` Schedule's (schedules.py); `POST
 """
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Annotated
 
 from anyio import to_thread
 from fastapi import APIRouter, Path, Response
 from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from temporalio.client import Client, ScheduleActionExecutionStartWorkflow
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.reconcile_report import open_run
 from api.auth import OperatorOnly
 from api.deps import EngineDep, SessionDep, TemporalClientDep
 from api.order_calls import temporal_unavailable
@@ -160,20 +160,8 @@ async def _scheduled_run_in_progress(client: Client) -> str | None:
 
 def _opened(engine: Engine, run_id: str) -> ReconciliationReport:
     """The run's row, as the workflow's first step also makes it (whichever comes first)."""
+    run = open_run(engine, run_id, RECONCILE_ON_REQUEST)
     with Session(engine) as session:
-        run = session.get(ReconciliationRun, run_id)
-        if run is None:
-            session.add(
-                ReconciliationRun(
-                    run_id=run_id, workflow_id=RECONCILE_ON_REQUEST, started_at=datetime.now(UTC)
-                )
-            )
-            try:
-                session.commit()
-            except IntegrityError:
-                session.rollback()
-            run = session.get(ReconciliationRun, run_id)
-            assert run is not None
         return report(session, run)
 
 
