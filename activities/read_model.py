@@ -14,9 +14,9 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine, func
+from sqlalchemy import Connection, Engine, Table, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Session, SQLModel, col, select, update
+from sqlmodel import SQLModel
 from temporalio import activity
 
 from activities.email_sender import EmailSender, outbox_row
@@ -42,6 +42,18 @@ from models.tables import (
 )
 
 
+def _table(model: type[SQLModel]) -> Table:
+    return model.__table__  # type: ignore[attr-defined]
+
+
+# Written with SQLAlchemy Core, not the ORM: a record runs on every change of every order, and
+# the ORM's bulk statements evaluate each WHERE against a session that holds no objects.
+ORDERS = _table(OrderRecord)
+EVENTS = _table(OrderEvent)
+HOLDS = _table(OrderHold)
+SHIPMENTS = _table(Shipment)
+
+
 class ReadModelActivities:
     def __init__(self, engine: Engine, mailer: Mailer, sender: EmailSender) -> None:
         self._engine = engine
@@ -55,16 +67,15 @@ class ReadModelActivities:
         order = scrubbed(request.order) if request.scrub else request.order
         # Composed before anything is written: an email that cannot be composed is never kept.
         message = self._mailer.order_email(request.email, order) if request.email else None
-        with refused_data_is_final(), Session(self._engine) as session:
-            newest = _replace_row(session, order, request.version)
-            _add_timeline(session, order)
-            _record_shipments(session, order, newest=newest)
+        with refused_data_is_final(), self._engine.begin() as conn:
+            newest = _replace_row(conn, order, request.version)
+            _add_timeline(conn, order)
+            _record_shipments(conn, order, newest=newest)
             if newest and order.holds:  # an order without holds costs no statement here
-                _record_holds(session, order)
+                _record_holds(conn, order)
             if message is not None:
                 # A retried record keeps the first composition: the same email every time.
-                _insert_ignoring(session, SentEmail, [outbox_row(message)], ["idempotency_key"])
-            session.commit()
+                _insert_ignoring(conn, SentEmail, [outbox_row(message)], ["idempotency_key"])
         if message is not None:
             self._sender.notify(str(message["X-Ordermill-Key"]))
 
@@ -90,7 +101,7 @@ def scrubbed(order: OrderView) -> OrderView:
     return OrderView.model_validate(scrub(order.model_dump(mode="json")))
 
 
-def _replace_row(session: Session, order: OrderView, version: int) -> bool:
+def _replace_row(conn: Connection, order: OrderView, version: int) -> bool:
     """Make `version` the order's row unless a newer one is there; whether it now is.
 
     The UPDATE carries every column, so it replaces one whole snapshot with another. A first
@@ -98,25 +109,25 @@ def _replace_row(session: Session, order: OrderView, version: int) -> bool:
     """
     values = order_record_values(order, version)
     replace = (
-        update(OrderRecord)
-        .where(col(OrderRecord.order_id) == order.order_id, col(OrderRecord.version) < version)
+        update(ORDERS)
+        .where(ORDERS.c.order_id == order.order_id, ORDERS.c.version < version)
         .values({name: value for name, value in values.items() if name != "order_id"})
     )
-    if session.exec(replace).rowcount:
+    if conn.execute(replace).rowcount:
         return True
-    if _insert_ignoring(session, OrderRecord, [OrderRecord(**values)], ["order_id"]):
+    if _insert_ignoring(conn, OrderRecord, [values], ["order_id"]):
         return True
-    return bool(session.exec(replace).rowcount)
+    return bool(conn.execute(replace).rowcount)
 
 
-def _add_timeline(session: Session, order: OrderView) -> None:
-    recorded = session.exec(
-        select(func.count()).select_from(OrderEvent).where(OrderEvent.order_id == order.order_id)
-    ).one()
-    _insert_ignoring(session, OrderEvent, timeline_rows(order, recorded), ["order_id", "seq"])
+def _add_timeline(conn: Connection, order: OrderView) -> None:
+    recorded = conn.execute(
+        select(func.count()).select_from(EVENTS).where(EVENTS.c.order_id == order.order_id)
+    ).scalar_one()
+    _insert_ignoring(conn, OrderEvent, timeline_rows(order, recorded), ["order_id", "seq"])
 
 
-def _record_shipments(session: Session, order: OrderView, *, newest: bool) -> None:
+def _record_shipments(conn: Connection, order: OrderView, *, newest: bool) -> None:
     """The carrier's events for each parcel; its status only from the newest snapshot, which
     an older one arriving late must not rewind."""
     shipments = tracked_shipments(order)
@@ -124,57 +135,59 @@ def _record_shipments(session: Session, order: OrderView, *, newest: bool) -> No
         for shipment in shipments:
             if shipment.status is None:
                 continue
-            session.exec(
-                update(Shipment)
+            conn.execute(
+                update(SHIPMENTS)
                 .where(
-                    col(Shipment.tracking_number) == shipment.tracking_number,
-                    col(Shipment.status) != shipment.status.value,
+                    SHIPMENTS.c.tracking_number == shipment.tracking_number,
+                    SHIPMENTS.c.status != shipment.status.value,
                 )
                 .values(status=shipment.status.value, updated_at=utcnow())
             )
     events = [shipment_event_row(event) for shipment in shipments for event in shipment.events]
-    _insert_ignoring(session, ShipmentEvent, events, ["tracking_number", "event_id"])
+    _insert_ignoring(conn, ShipmentEvent, events, ["tracking_number", "event_id"])
 
 
-def _record_holds(session: Session, order: OrderView) -> None:
+def _record_holds(conn: Connection, order: OrderView) -> None:
     """One row per hold, for the operators' queues, as the newest snapshot has it: a decided
     hold gets its `resolved_at`. One statement, however many holds."""
-    statement = _dialect_insert(session, OrderHold).values(
-        [row.model_dump() for row in hold_rows(order)]
-    )
+    statement = _dialect_insert(conn, HOLDS)
     columns = ("code", "placed_at", "resolved_at")
-    session.exec(
+    conn.execute(
         statement.on_conflict_do_update(
             index_elements=["order_id", "hold_id"],
             set_={name: statement.excluded[name] for name in columns},
-        )
+        ),
+        [row.model_dump() for row in hold_rows(order)],
     )
 
 
 def _insert_ignoring(
-    session: Session, table: type[SQLModel], rows: Sequence[SQLModel], unique: list[str]
+    conn: Connection,
+    model: type[SQLModel],
+    rows: Sequence[SQLModel | dict[str, Any]],
+    unique: list[str],
 ) -> int:
-    """Insert `rows` of `table` in one statement, skipping those whose `unique` columns are
-    taken (ON CONFLICT DO NOTHING, in ordermill's two dialects); how many went in.
+    """Insert `rows` of `model`'s table in one statement, skipping those whose `unique` columns
+    are taken (ON CONFLICT DO NOTHING, in ordermill's two dialects); how many went in.
 
-    Counted from RETURNING: psycopg reports no rowcount for an INSERT built this way.
+    Counted from RETURNING: psycopg reports no rowcount for an INSERT built this way. The rows
+    go as parameters, not in the statement, so its compiled form is cached whatever their number.
     """
     if not rows:
         return 0
-    values = [row.model_dump(exclude={"id"}) for row in rows]
-    key = list(table.__table__.primary_key.columns)  # type: ignore[attr-defined]
+    values = [row if isinstance(row, dict) else row.model_dump(exclude={"id"}) for row in rows]
+    table = _table(model)
     statement = (
-        _dialect_insert(session, table)
-        .values(values)
+        _dialect_insert(conn, table)
         .on_conflict_do_nothing(index_elements=unique)
-        .returning(*key)
+        .returning(*table.primary_key.columns)
     )
-    return len(session.exec(statement).all())
+    return len(conn.execute(statement, values).all())
 
 
-def _dialect_insert(session: Session, table: type[SQLModel]) -> postgresql.Insert | sqlite.Insert:
+def _dialect_insert(conn: Connection, table: Table) -> postgresql.Insert | sqlite.Insert:
     """An INSERT that takes ON CONFLICT clauses, in ordermill's two dialects."""
-    dialect = session.get_bind().dialect.name
+    dialect = conn.dialect.name
     if dialect == "postgresql":
         return postgresql.insert(table)
     if dialect == "sqlite":
