@@ -20,8 +20,7 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
     && rm /tmp/requirements.txt
 
 COPY . .
-# Bytecode for the tree the processes import from: PYTHONDONTWRITEBYTECODE stops them writing it,
-# and the workflow sandbox imports workflows/ afresh for every order (compiling it each time).
+# Bytecode for the tree the processes import from: PYTHONDONTWRITEBYTECODE stops them writing it.
 RUN pip install --no-deps . && rm -rf build *.egg-info && python -m compileall -q /app
 
 USER ordermill

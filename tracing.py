@@ -9,7 +9,7 @@ workflow and activity headers, so the trace crosses processes and survives worke
 Off, no provider, interceptor or middleware is made, so an order costs what it did before.
 A provider is passed to what it traces rather than set globally: OpenTelemetry allows one
 global provider per process, and the tests run an API's and a worker's side by side.
-Workflow modules never import this one: the sandbox re-imports them for every order.
+Workflow modules never import this one: workflow code reaches nothing outside the order.
 """
 
 from fastapi import FastAPI

@@ -5,13 +5,11 @@ letting running activities finish within the graceful shutdown timeout.
 """
 
 import asyncio
-import compileall
 import logging
 import signal
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
@@ -123,16 +121,6 @@ def build_activities(
     ]
 
 
-def compile_workflows() -> None:
-    """Write the workflow modules' bytecode, even where PYTHONDONTWRITEBYTECODE is set.
-
-    The sandbox imports the workflow module afresh for every order it runs; without a .pyc it
-    compiles the source each time: a seventh of the worker's busy samples under `make bench`.
-    A tree the worker cannot write is compiled when its image is built (Dockerfile).
-    """
-    compileall.compile_dir(Path(__file__).parent / "workflows", quiet=2)
-
-
 def build_worker(
     client: Client,
     settings: Settings,
@@ -140,7 +128,6 @@ def build_worker(
     executor: ThreadPoolExecutor,
     sender: EmailSender | None = None,
 ) -> Worker:
-    compile_workflows()
     return Worker(
         client,
         task_queue=TASK_QUEUE,
@@ -164,7 +151,7 @@ def metrics_runtime(address: str | None) -> Runtime | None:
         counters_total_suffix=True,
         unit_suffix=True,
         durations_as_seconds=True,
-        histogram_bucket_overrides={metrics.STAGE_DURATION: metrics.STAGE_BUCKETS_SECONDS},
+        histogram_bucket_overrides={metrics.STAGE_DURATION: list(metrics.STAGE_BUCKETS_SECONDS)},
     )
     return Runtime(telemetry=TelemetryConfig(metrics=prometheus))
 

@@ -1,7 +1,7 @@
 """Which warehouses an order's physical lines ship from: a pure rule, no database, no Temporal.
 
 Every parcel costs a pick, a label and a carrier booking, so the fewest warehouses win. Only
-models are imported: the workflow sandbox may import this module as it is.
+models are imported, as in every workflow module.
 """
 
 from collections.abc import Mapping, Sequence

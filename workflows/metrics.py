@@ -14,9 +14,8 @@ from models.orders import OrderStatus
 
 STAGE_DURATION = "ordermill_stage_duration"
 # An order spends seconds in some stages and days in others (a review, a backorder, transit).
-STAGE_BUCKETS_SECONDS = [1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0] + [
-    86400.0 * days for days in (1, 2, 3, 7, 14, 30)
-]
+_MINUTES = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0)
+STAGE_BUCKETS_SECONDS = (*_MINUTES, *(86400.0 * days for days in (1, 2, 3, 7, 14, 30)))
 
 
 def order_finished(status: OrderStatus) -> None:

@@ -14,65 +14,64 @@ from temporalio import workflow
 from temporalio.common import RawValue
 from temporalio.exceptions import ActivityError, ApplicationError
 
-with workflow.unsafe.imports_passed_through():
-    from activities.customers import CustomerActivities
-    from activities.errors import CUSTOMER_REJECTED, OUT_OF_STOCK, PAYMENT_DECLINED, UNKNOWN_SKU
-    from activities.inventory import InventoryActivities
-    from models.activities import (
-        BackorderFilled,
-        EmailKind,
-        ReserveStockInput,
-        VerifyCustomerInput,
-    )
-    from models.holds import HoldCode, HoldDecision, HoldResolution
-    from models.orders import (
-        CANCELLABLE_STATUSES,
-        FINAL_STATUSES,
-        Address,
-        CancelRequest,
-        FeedbackRequest,
-        FeedbackView,
-        GoodwillRefundRequest,
-        InquiryRequest,
-        InquiryView,
-        OrderStatus,
-        OrderView,
-        PlaceOrderInput,
-        Problem,
-        RefundView,
-        ReturnRequest,
-        ReturnView,
-        money,
-        order_totals,
-        received_view,
-    )
-    from models.wire import (
-        ORDER_WORKFLOW,
-        QUERY_STATUS,
-        SIGNAL_BACKORDER_FILLED,
-        SIGNAL_CARRIER_EVENT,
-        UPDATE_ASK,
-        UPDATE_CANCEL,
-        UPDATE_FEEDBACK,
-        UPDATE_REFUND,
-        UPDATE_REQUEST_RETURN,
-        UPDATE_RESOLVE_HOLD,
-    )
-    from workflows import metrics, policies, rules
-    from workflows.fulfilment import Fulfilment
-    from workflows.holds import HoldRejected, Holds
-    from workflows.journal import Journal
-    from workflows.money import Money
-    from workflows.returns import Returns
-    from workflows.service import CustomerService
-    from workflows.tracking import CarrierEvents
+from activities.customers import CustomerActivities
+from activities.errors import CUSTOMER_REJECTED, OUT_OF_STOCK, PAYMENT_DECLINED, UNKNOWN_SKU
+from activities.inventory import InventoryActivities
+from models.activities import (
+    BackorderFilled,
+    EmailKind,
+    ReserveStockInput,
+    VerifyCustomerInput,
+)
+from models.holds import HoldCode, HoldDecision, HoldResolution
+from models.orders import (
+    CANCELLABLE_STATUSES,
+    FINAL_STATUSES,
+    Address,
+    CancelRequest,
+    FeedbackRequest,
+    FeedbackView,
+    GoodwillRefundRequest,
+    InquiryRequest,
+    InquiryView,
+    OrderStatus,
+    OrderView,
+    PlaceOrderInput,
+    Problem,
+    RefundView,
+    ReturnRequest,
+    ReturnView,
+    money,
+    order_totals,
+    received_view,
+)
+from models.wire import (
+    ORDER_WORKFLOW,
+    QUERY_STATUS,
+    SIGNAL_BACKORDER_FILLED,
+    SIGNAL_CARRIER_EVENT,
+    UPDATE_ASK,
+    UPDATE_CANCEL,
+    UPDATE_FEEDBACK,
+    UPDATE_REFUND,
+    UPDATE_REQUEST_RETURN,
+    UPDATE_RESOLVE_HOLD,
+)
+from workflows import metrics, policies, rules
+from workflows.fulfilment import Fulfilment
+from workflows.holds import HoldRejected, Holds
+from workflows.journal import Journal
+from workflows.money import Money
+from workflows.returns import Returns
+from workflows.service import CustomerService
+from workflows.tracking import CarrierEvents
 
 
 class _OrderStopped(Exception):
     """Unwinds the stages once the order has reached a final status."""
 
 
-@workflow.defn(name=ORDER_WORKFLOW)
+@workflow.defn(name=ORDER_WORKFLOW, sandboxed=False)
 class OrderWorkflow:
     @workflow.init
     def __init__(self, order: PlaceOrderInput) -> None:

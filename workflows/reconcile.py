@@ -13,17 +13,16 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
-with workflow.unsafe.imports_passed_through():
-    from activities.reconcile import ReconcileActivities
-    from models.reconcile import (
-        CheckCounts,
-        CheckRequest,
-        FinishRequest,
-        ReconcileInput,
-        ReconcileOutcome,
-    )
-    from models.wire import RECONCILE_WORKFLOW
-    from workflows import policies
+from activities.reconcile import ReconcileActivities
+from models.reconcile import (
+    CheckCounts,
+    CheckRequest,
+    FinishRequest,
+    ReconcileInput,
+    ReconcileOutcome,
+)
+from models.wire import RECONCILE_WORKFLOW
+from workflows import policies
 
 # A check's one attempt may page through every order; a lost worker is noticed by heartbeats.
 CHECK_TIMEOUT = timedelta(hours=2)
@@ -38,7 +37,7 @@ CHECKS = (
 )
 
 
-@workflow.defn(name=RECONCILE_WORKFLOW)
+@workflow.defn(name=RECONCILE_WORKFLOW, sandboxed=False)
 class ReconcileWorkflow:
     @workflow.run
     async def run(self, request: ReconcileInput) -> ReconcileOutcome:

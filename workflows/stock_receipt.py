@@ -12,14 +12,13 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.exceptions import FailureError
 
-with workflow.unsafe.imports_passed_through():
-    from activities.inventory import InventoryActivities
-    from models.activities import BackorderFilled, OrderRef, ReceiveStockInput, StockReceiptResult
-    from models.wire import SIGNAL_BACKORDER_FILLED, STOCK_RECEIPT_WORKFLOW, order_workflow_id
-    from workflows import policies
+from activities.inventory import InventoryActivities
+from models.activities import BackorderFilled, OrderRef, ReceiveStockInput, StockReceiptResult
+from models.wire import SIGNAL_BACKORDER_FILLED, STOCK_RECEIPT_WORKFLOW, order_workflow_id
+from workflows import policies
 
 
-@workflow.defn(name=STOCK_RECEIPT_WORKFLOW)
+@workflow.defn(name=STOCK_RECEIPT_WORKFLOW, sandboxed=False)
 class StockReceiptWorkflow:
     @workflow.run
     async def run(self, receipt: ReceiveStockInput) -> StockReceiptResult:
