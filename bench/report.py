@@ -228,7 +228,7 @@ def plot(samples: dict[str, list[float]], results: dict[str, Any], path: Path) -
         (
             f"Delivery shown, {open_count} open orders",
             [("webhook -> GET (ordermill)", "open_delivered", "#d62728")],
-            1000.0,  # the target: delivered within 1 s p99
+            1000.0,  # the target line: delivered within 1 s p99
         ),
     ]
     # One time axis for all three, so a glance across the panels compares them.
