@@ -25,12 +25,15 @@ from email.parser import Parser
 from enum import StrEnum
 from typing import ParamSpec, TypeVar
 
-from sqlalchemy import ColumnElement, Engine, or_
-from sqlmodel import Session, col, select, update
+from sqlalchemy import ColumnElement, Engine, Table, or_, select, update
 
 from models.tables import SentEmail, utcnow
 
 log = logging.getLogger("ordermill.email")
+
+# Every email is claimed and marked: in SQLAlchemy Core, which skips the ORM's bookkeeping for
+# rows no session holds.
+OUTBOX: Table = SentEmail.__table__  # type: ignore[attr-defined]
 
 Send = Callable[[EmailMessage], None]
 P = ParamSpec("P")
@@ -69,32 +72,35 @@ def backoff(attempts: int) -> timedelta:
 
 
 def _due(now: datetime) -> ColumnElement[bool]:
-    return or_(col(SentEmail.next_attempt_at).is_(None), col(SentEmail.next_attempt_at) <= now)
+    return or_(OUTBOX.c.next_attempt_at.is_(None), OUTBOX.c.next_attempt_at <= now)
 
 
 def _unsent() -> list[ColumnElement[bool]]:
     return [
-        col(SentEmail.sent_at).is_(None),
-        col(SentEmail.refused).is_(None),
-        col(SentEmail.message).is_not(None),
+        OUTBOX.c.sent_at.is_(None),
+        OUTBOX.c.refused.is_(None),
+        OUTBOX.c.message.is_not(None),
     ]
 
 
 def deliver(engine: Engine, send: Send, key: str, *, lease: timedelta = LEASE) -> Delivery:
     """One attempt at the email `key`: claim it, send it, mark it sent."""
     now = utcnow()
-    with Session(engine) as session:
-        claimed = session.exec(
-            update(SentEmail)
-            .where(col(SentEmail.idempotency_key) == key, *_unsent(), _due(now))
-            .values(attempts=col(SentEmail.attempts) + 1, next_attempt_at=now + lease)
+    with engine.begin() as conn:  # the claim, committed before the send
+        claimed = conn.execute(
+            update(OUTBOX)
+            .where(OUTBOX.c.idempotency_key == key, *_unsent(), _due(now))
+            .values(attempts=OUTBOX.c.attempts + 1, next_attempt_at=now + lease)
         ).rowcount
-        row = session.get(SentEmail, key)
+        row = conn.execute(
+            select(OUTBOX.c.sent_at, OUTBOX.c.order_id, OUTBOX.c.message, OUTBOX.c.attempts).where(
+                OUTBOX.c.idempotency_key == key
+            )
+        ).first()
         if row is None:
             raise LookupError(f"email {key} is sent only once it is recorded")
-        sent, order_id = row.sent_at is not None, row.order_id
-        text, attempts = row.message or "", row.attempts
-        session.commit()  # the claim, before the send
+    sent, order_id = row.sent_at is not None, row.order_id
+    text, attempts = row.message or "", row.attempts
     if not claimed:
         return Delivery.ALREADY_SENT if sent else Delivery.BUSY
     message = Parser(_class=EmailMessage, policy=policy.default).parsestr(text)
@@ -115,35 +121,31 @@ def deliver(engine: Engine, send: Send, key: str, *, lease: timedelta = LEASE) -
 
 
 def _finish(engine: Engine, key: str, *, refused: str | None = None) -> None:
-    with Session(engine) as session:
-        values = {"refused": refused} if refused else {"sent_at": utcnow()}
-        session.exec(
-            update(SentEmail).where(col(SentEmail.idempotency_key) == key).values(**values)
-        )
-        session.commit()
+    values = {"refused": refused} if refused else {"sent_at": utcnow()}
+    with engine.begin() as conn:
+        conn.execute(update(OUTBOX).where(OUTBOX.c.idempotency_key == key).values(**values))
 
 
 def _retry_later(engine: Engine, key: str, attempts: int, err: Exception) -> None:
     wait = backoff(attempts)
     log.warning("email %s not sent (attempt %d: %s); trying again in %s", key, attempts, err, wait)
-    with Session(engine) as session:
-        session.exec(
-            update(SentEmail)
-            .where(col(SentEmail.idempotency_key) == key, col(SentEmail.sent_at).is_(None))
+    with engine.begin() as conn:
+        conn.execute(
+            update(OUTBOX)
+            .where(OUTBOX.c.idempotency_key == key, OUTBOX.c.sent_at.is_(None))
             .values(next_attempt_at=utcnow() + wait)
         )
-        session.commit()
 
 
 def due_keys(engine: Engine, limit: int = 50) -> list[str]:
     """Emails whose time has come: never tried, failed and past their backoff, or whose
     sender's lease ran out (it crashed)."""
-    with Session(engine) as session:
+    with engine.connect() as conn:
         return list(
-            session.exec(
-                select(SentEmail.idempotency_key)
+            conn.scalars(
+                select(OUTBOX.c.idempotency_key)
                 .where(*_unsent(), _due(utcnow()))
-                .order_by(col(SentEmail.recorded_at))
+                .order_by(OUTBOX.c.recorded_at)
                 .limit(limit)
             )
         )
