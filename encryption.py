@@ -8,13 +8,13 @@ Search attributes are not payloads: they stay plain and hold only status and cus
 
 import base64
 import binascii
-import dataclasses
 import os
 from collections.abc import Sequence
+from typing import ClassVar, Self
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.contrib.pydantic import PydanticPayloadConverter
 from temporalio.converter import (
     DataConverter,
     DefaultFailureConverterWithEncodedAttributes,
@@ -84,6 +84,27 @@ def codec_from_settings(
     return EncryptionCodec(key_id, parse_key(key), previous)
 
 
+class SharedPydanticPayloadConverter(PydanticPayloadConverter):
+    """Pydantic's payload converter, one instance per process.
+
+    The worker builds a data converter for every workflow activation and every activity
+    context, and each build calls its payload converter class: a fresh Pydantic converter
+    each time rebuilds its serializer and starts its type-adapter cache empty. It holds no
+    per-call state, so one instance serves them all.
+    """
+
+    _instance: ClassVar[Self | None] = None
+
+    def __new__(cls) -> Self:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+            PydanticPayloadConverter.__init__(cls._instance)
+        return cls._instance
+
+    def __init__(self) -> None:
+        pass  # built once, in __new__
+
+
 def data_converter(codec: PayloadCodec | None) -> DataConverter:
     """Pydantic payloads, sealed by `codec` when there is one.
 
@@ -91,9 +112,9 @@ def data_converter(codec: PayloadCodec | None) -> DataConverter:
     address or an email.
     """
     if codec is None:
-        return pydantic_data_converter
-    return dataclasses.replace(
-        pydantic_data_converter,
+        return DataConverter(payload_converter_class=SharedPydanticPayloadConverter)
+    return DataConverter(
+        payload_converter_class=SharedPydanticPayloadConverter,
         payload_codec=codec,
         failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
     )

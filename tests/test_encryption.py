@@ -1,12 +1,13 @@
 """The payload codec: what it seals cannot be read without the key, and keys can rotate."""
 
 import base64
+import dataclasses
 import os
 
 import pytest
 from cryptography.exceptions import InvalidTag
 from temporalio.api.common.v1 import Payload
-from temporalio.converter import DefaultFailureConverterWithEncodedAttributes
+from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
 
 from encryption import ENCODING, EncryptionCodec, codec_from_settings, data_converter, parse_key
 from models.orders import Address
@@ -76,3 +77,19 @@ def test_failure_messages_are_sealed_with_the_payloads() -> None:
     assert not isinstance(
         data_converter(None).failure_converter, DefaultFailureConverterWithEncodedAttributes
     )
+
+
+async def test_every_converter_the_worker_builds_shares_one_payload_converter() -> None:
+    # The worker rebuilds its data converter per activation (dataclasses.replace, as the SDK
+    # does); each rebuild must reuse the one Pydantic converter, not construct another.
+    for codec in (None, codec_from_settings("k1", new_key(), None)):
+        converter = data_converter(codec)
+        rebuilt = dataclasses.replace(converter)
+        assert rebuilt.payload_converter is not converter.payload_converter  # SDK's wrapper
+        assert _inner(rebuilt) is _inner(converter) is _inner(data_converter(None))
+        address = Address(name="Ada", line1="1 Way", city="X", postal_code="1", country="US")
+        assert await rebuilt.decode(await converter.encode([address]), [Address]) == [address]
+
+
+def _inner(converter: DataConverter) -> object:
+    return getattr(converter.payload_converter, "_inner_payload_converter", None)
