@@ -200,15 +200,40 @@ async def eventually(
     *,
     within: float = 15.0,
     interval: float = 0.1,
+    what: str = "condition",
+    show: Callable[[T], object] = repr,
 ) -> T:
-    """Poll `probe` until `check` holds; fail with the last value after `within` seconds."""
-    deadline = asyncio.get_running_loop().time() + within
+    """Poll `probe` until `check` holds; after `within` seconds, fail naming `what` was awaited
+    and the last value seen (through `show`).
+
+    The probe itself is bounded too (it gets at least a second): one that never returns (an
+    RPC nobody answers, a time-skipping sleep the server no longer skips) fails the test at
+    the deadline instead of stalling the suite.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    last = "none: no probe returned"
+    probes = 0
     while True:
-        value = await probe()
+        bound = asyncio.timeout_at(max(deadline, loop.time() + 1.0))
+        try:
+            async with bound:
+                value = await probe()
+        except TimeoutError:
+            if not bound.expired():
+                raise  # the probe's own timeout, not ours
+            raise AssertionError(
+                f"{what} not met within {within}s: a probe was still running at the deadline; "
+                f"last value seen ({probes} probes): {last}"
+            ) from None
+        probes += 1
         if check(value):
             return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {within}s; last value: {value!r}")
+        last = str(show(value))
+        if loop.time() > deadline:
+            raise AssertionError(
+                f"{what} not met within {within}s ({probes} probes); last value: {last}"
+            )
         await asyncio.sleep(interval)
 
 
