@@ -503,7 +503,12 @@ async def view(handle: Handle) -> OrderView:
 
 
 async def reaches(handle: Handle, wanted: OrderStatus, within: float = 60) -> None:
-    await eventually(lambda: status(handle), lambda s: s == wanted.value, within=within)
+    await eventually(
+        lambda: status(handle),
+        lambda s: s == wanted.value,
+        within=within,
+        what=f"{handle.id} to reach {wanted.value}",
+    )
 
 
 async def activity_started(handle: Handle, activity: str, count: int = 1) -> bool:
@@ -547,10 +552,21 @@ SHIPPED_OR_LATER = {
 async def settle(handle: Handle, within: float = 90) -> OrderView:
     """Carry the order to its end: shipped, delivered, its return window closed. (A parcel
     already delivered gets its "delivered" again: a duplicate event, which changes nothing.)"""
-    await eventually(lambda: status(handle), lambda s: s in SHIPPED_OR_LATER, within=within)
+    await eventually(
+        lambda: status(handle),
+        lambda s: s in SHIPPED_OR_LATER,
+        within=within,
+        what=f"{handle.id} to ship",
+    )
     shipped = await view(handle)
     await deliver(handle, shipped)
-    return await asyncio.wait_for(handle.result(), within)
+    try:
+        return await asyncio.wait_for(handle.result(), within)
+    except TimeoutError:  # an AssertionError, so the test adds the workers' and server's logs
+        raise AssertionError(
+            f"{handle.id} did not end within {within}s of its delivery; "
+            f"its status: {await status(handle)}"
+        ) from None
 
 
 def ledger(database_url: str, order: str) -> list[tuple[str, str]]:
