@@ -97,6 +97,12 @@ class Settings(BaseSettings):
 
     temporal_address: str = "localhost:7233"
     temporal_namespace: str = "default"
+    temporal_connect_timeout: Duration = Field(
+        default=timedelta(seconds=60),
+        ge=timedelta(0),
+        description="How long the worker waits at start-up for a Temporal server it cannot "
+        "reach yet (refused, not resolvable), trying again every few seconds; 0: not at all",
+    )
     temporal_port: int = 7233
     temporal_ui_port: int = 8233
 

@@ -6,6 +6,9 @@ so Temporal Cloud or any cluster needs no code change. With ENCRYPTION_KEY set, 
 is encrypted (see encryption.py); with a tracer provider, every call is traced (tracing.py).
 """
 
+import asyncio
+import logging
+from datetime import timedelta
 from typing import Any
 
 from opentelemetry.sdk.trace import TracerProvider
@@ -25,28 +28,75 @@ from models.wire import CUSTOMER_ID, ORDER_STATUS, ORDER_WORKFLOW, TASK_QUEUE, o
 from settings import Settings
 from tracing import temporal_interceptors
 
+log = logging.getLogger("ordermill.temporal")
+
+
+class TemporalUnreachable(Exception):
+    """No Temporal server answered within the time given to wait for one."""
+
+
+def _not_there_yet(err: RuntimeError) -> bool:
+    """Whether a failed connect means "no server there yet" (refused, not resolvable, starting).
+
+    The SDK raises a bare RuntimeError for every connect failure: only its text tells these
+    from a server that answers and refuses (TLS, credentials), which waiting cannot fix.
+    """
+    text = str(err)
+    return "Server connection error" in text or "code: Unavailable" in text
+
 
 async def connect_temporal(
     settings: Settings,
     runtime: Runtime | None = None,
     *,
     tracer_provider: TracerProvider | None = None,
+    wait: timedelta = timedelta(0),
 ) -> Client:
     """A client for the settings' namespace; on `runtime` (the worker's, with its metrics)
     when given, else on the SDK's default one. With `tracer_provider`, the client's calls are
-    traced, and so are the workflows and activities of a worker built on it."""
+    traced, and so are the workflows and activities of a worker built on it.
+
+    With `wait`, a server not there yet is tried again, saying so in the log, for that long
+    before TemporalUnreachable: a worker that compose or Kubernetes starts before its server
+    waits for it. Any other failure is raised at once.
+    """
     config = ClientConfigProfile.load().to_client_connect_config()
     config["target_host"] = settings.temporal_address
     config["namespace"] = settings.temporal_namespace
     codec = codec_from_settings(
         settings.encryption_key_id, settings.encryption_key, settings.encryption_old_keys
     )
-    return await Client.connect(
-        **config,
-        data_converter=data_converter(codec),
-        runtime=runtime,
-        interceptors=temporal_interceptors(tracer_provider),
-    )
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait.total_seconds()
+    pause, attempt = 0.5, 0
+    while True:
+        attempt += 1
+        try:
+            return await Client.connect(
+                **config,
+                data_converter=data_converter(codec),
+                runtime=runtime,
+                interceptors=temporal_interceptors(tracer_provider),
+            )
+        except RuntimeError as err:
+            left = deadline - loop.time()
+            if not wait or not _not_there_yet(err):
+                raise
+            if left <= 0:
+                raise TemporalUnreachable(
+                    f"no Temporal at {settings.temporal_address} within "
+                    f"TEMPORAL_CONNECT_TIMEOUT ({wait.total_seconds():g} s, {attempt} attempts); "
+                    f"the last said: {err}"
+                ) from None
+            log.warning(
+                "waiting for Temporal at %s (attempt %d, %.0f s left): %s",
+                settings.temporal_address,
+                attempt,
+                left,
+                err,
+            )
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, 5.0)
 
 
 async def start_order(client: Client, order: PlaceOrderInput) -> WorkflowHandle[Any, OrderView]:

@@ -38,7 +38,7 @@ from activities.warehouse import WarehouseActivities
 from database import SchemaNotCurrent, open_database
 from models.wire import TASK_QUEUE
 from settings import Settings
-from temporal_client import connect_temporal
+from temporal_client import TemporalUnreachable, connect_temporal
 from tracing import WORKER_SERVICE, tracer_provider
 from workflows import metrics
 from workflows.order import OrderWorkflow
@@ -161,7 +161,10 @@ async def run_worker(settings: Settings) -> None:
     engine = open_database(settings.effective_database_url)  # never changes the schema
     provider = tracer_provider(settings, WORKER_SERVICE)
     client = await connect_temporal(
-        settings, metrics_runtime(settings.worker_metrics_address), tracer_provider=provider
+        settings,
+        metrics_runtime(settings.worker_metrics_address),
+        tracer_provider=provider,
+        wait=settings.temporal_connect_timeout,
     )
     if settings.worker_metrics_address:
         log.info("worker metrics at http://%s/metrics", settings.worker_metrics_address)
@@ -205,6 +208,9 @@ def main() -> None:
     except SchemaNotCurrent as err:
         log.error("worker not started: %s", err)
         raise SystemExit(2) from None
+    except TemporalUnreachable as err:
+        log.error("worker not started: %s", err)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

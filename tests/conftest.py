@@ -8,6 +8,7 @@
 
 import asyncio
 import os
+import random
 import shutil
 import socket
 import sys
@@ -148,10 +149,45 @@ def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
     db.dispose()
 
 
+def _ephemeral_ports() -> range:
+    """The ports the kernel picks from for bind(0) and for outgoing connections."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return range(int(low), int(high) + 1)
+    except (OSError, ValueError):
+        return range(32768, 65536)  # Linux's default and the BSDs' 49152-65535 within it
+
+
+_ports_handed_out: set[int] = set()
+
+
 def free_port() -> int:
+    """A loopback port nothing uses now, outside the kernel's ephemeral range, and never handed
+    out twice in one session.
+
+    Not bind(0): once closed, such a port is the kernel's to hand to the next bind(0) on the
+    machine before the test's server binds it, and every `temporal server start-dev` makes five
+    such picks for its own services (about 1 start in 2,500 would collide with the port it was
+    given). Outside the ephemeral range no bind(0) and no outgoing connection ever lands.
+    """
+    ephemeral = _ephemeral_ports()
+    candidates = [port for port in range(16384, 65536) if port not in ephemeral]
+    for port in random.SystemRandom().sample(candidates, min(200, len(candidates))):
+        if port in _ports_handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:  # in use, or closed a moment ago (TIME_WAIT)
+                continue
+        _ports_handed_out.add(port)
+        return port
+    # A machine whose ephemeral range covers (nearly) every port: the kernel's pick it is.
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        port = int(sock.getsockname()[1])
+    _ports_handed_out.add(port)
+    return port
 
 
 def new_id(prefix: str = "t") -> str:
@@ -164,15 +200,40 @@ async def eventually(
     *,
     within: float = 15.0,
     interval: float = 0.1,
+    what: str = "condition",
+    show: Callable[[T], object] = repr,
 ) -> T:
-    """Poll `probe` until `check` holds; fail with the last value after `within` seconds."""
-    deadline = asyncio.get_running_loop().time() + within
+    """Poll `probe` until `check` holds; after `within` seconds, fail naming `what` was awaited
+    and the last value seen (through `show`).
+
+    The probe itself is bounded too (it gets at least a second): one that never returns (an
+    RPC nobody answers, a time-skipping sleep the server no longer skips) fails the test at
+    the deadline instead of stalling the suite.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    last = "none: no probe returned"
+    probes = 0
     while True:
-        value = await probe()
+        bound = asyncio.timeout_at(max(deadline, loop.time() + 1.0))
+        try:
+            async with bound:
+                value = await probe()
+        except TimeoutError:
+            if not bound.expired():
+                raise  # the probe's own timeout, not ours
+            raise AssertionError(
+                f"{what} not met within {within}s: a probe was still running at the deadline; "
+                f"last value seen ({probes} probes): {last}"
+            ) from None
+        probes += 1
         if check(value):
             return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {within}s; last value: {value!r}")
+        last = str(show(value))
+        if loop.time() > deadline:
+            raise AssertionError(
+                f"{what} not met within {within}s ({probes} probes); last value: {last}"
+            )
         await asyncio.sleep(interval)
 
 

@@ -29,12 +29,14 @@ from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import Envelope
 from sqlalchemy import make_url
 from sqlmodel import Session, col, select
 from temporalio.api.enums.v1 import EventType, PendingActivityState
+from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
@@ -74,27 +76,105 @@ ONE_PARCEL = [OrderItem(sku="BOOK-DUNE", quantity=1)]
 # ---- Temporal ------------------------------------------------------------------------------
 
 
+class PortTaken(AssertionError):
+    """The dev server exited at start because a port it was given was taken meanwhile."""
+
+
 class DevServer:
-    """The Temporal dev server as a process of the test's own, its history in a file."""
+    """The Temporal dev server as a process of the test's own, its history in a file.
+
+    Every port it serves on is the test's choice (gRPC, HTTP API, metrics; free_port keeps them
+    out of the kernel's ephemeral range), so a restart comes back where workers and clients
+    look. It "answers" only once this process listens on its port and answers as a frontend:
+    Client.connect alone also succeeds against any gRPC server, e.g. another dev server's
+    history service, since it accepts an unimplemented GetSystemInfo as an old server's.
+    """
 
     def __init__(self, directory: Path) -> None:
         self.db = directory / "temporal.db"
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        self._log = directory / "temporal.log"
+        self.log = directory / "temporal.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0  # where the current start's lines begin
+        self._choose_ports()
+
+    def _choose_ports(self) -> None:
+        self.port, self.http_port, self.metrics_port = free_port(), free_port(), free_port()
+        self.address = f"127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        """Start it on its ports and file (again, after a kill); `answering` waits for it."""
         argv = [
             venv_binary("temporal"),
             *("server", "start-dev", "--headless", "--log-level", "error"),
             *("--db-filename", str(self.db), "--ip", "127.0.0.1", "--port", str(self.port)),
+            *("--http-port", str(self.http_port), "--metrics-port", str(self.metrics_port)),
             *(f"--search-attribute={k.name}={search_attribute_type(k)}" for k in SEARCH_ATTRIBUTES),
         ]
-        with self._log.open("ab") as log:
+        with self.log.open("ab") as log:
+            self._log_offset = log.tell()
+            log.write(f"--- {datetime.now():%H:%M:%S.%f} start on {self.address}\n".encode())
+            log.flush()
             self.process = subprocess.Popen(
                 argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
+
+    async def first_start(self, tries: int = 3) -> None:
+        """Start it and wait until it answers. Should a port it was given be taken between the
+        choice and its bind (another process on the machine), it exits at once: only then, and
+        only on a first start, it starts again on fresh ports."""
+        for attempt in range(1, tries + 1):
+            self.start()
+            try:
+                await self.answering()
+                return
+            except PortTaken:
+                if attempt == tries:
+                    raise
+                self._choose_ports()
+
+    async def answering(self, within: float = 30) -> None:
+        """Until this process listens on its port and a client's GetSystemInfo gets an answer;
+        its exit fails at once, with its exit code and log."""
+
+        async def probe() -> str:
+            process = self.process
+            assert process is not None, "start() the dev server first"
+            if process.poll() is not None:
+                this_start = self.log.read_bytes()[self._log_offset :]
+                failure = PortTaken if b"address already in use" in this_start else AssertionError
+                raise failure(f"the dev server exited while starting:\n{self.report()}")
+            if not self._listening(process.pid):
+                return f"not listening on {self.address} yet"
+            try:
+                client = await Client.connect(self.address, data_converter=pydantic_data_converter)
+                await client.workflow_service.get_system_info(GetSystemInfoRequest())
+            except (RuntimeError, RPCError) as err:
+                return f"listening, not answering yet: {err}"
+            return "answering"
+
+        await eventually(
+            probe,
+            lambda state: state == "answering",
+            within=within,
+            interval=0.2,
+            what=f"the dev server to answer on {self.address}",
+            show=lambda state: f"{state}\n{self.report()}",
+        )
+
+    def _listening(self, pid: int) -> bool:
+        try:
+            sockets = psutil.Process(pid).net_connections(kind="tcp")
+        except psutil.Error:  # exited meanwhile: the next probe says so
+            return False
+        return any(
+            s.status == psutil.CONN_LISTEN and s.laddr and s.laddr.port == self.port
+            for s in sockets
+        )
+
+    async def connect(self, within: float = 30) -> Client:
+        """A client, once the server answers."""
+        await self.answering(within)
+        return await Client.connect(self.address, data_converter=pydantic_data_converter)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown of any kind; what it had not written to its file is lost."""
@@ -102,21 +182,23 @@ class DevServer:
         self.process.kill()
         assert self.process.wait(timeout=10) == -signal.SIGKILL
 
-    async def connect(self, within: float = 30) -> Client:
-        """A client, once the server answers (Client.connect asks it for its system info)."""
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
-        async def attempt() -> Client | None:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise AssertionError(f"the dev server exited:\n{self._log.read_text()[-2000:]}")
-            try:
-                return await Client.connect(self.address, data_converter=pydantic_data_converter)
-            except RuntimeError:
-                return None
-
-        client = await eventually(attempt, lambda c: c is not None, within=within, interval=0.2)
-        assert client is not None
-        return client
+    def report(self, tail: int = 3000) -> str:
+        """Whether it runs, or how it ended, and the end of its log: what any failure of a test
+        that depends on it must show."""
+        process = self.process
+        if process is None:
+            state = "never started"
+        elif (code := process.poll()) is None:
+            state = f"running (pid {process.pid})"
+        elif code < 0:
+            state = f"exited, killed by {signal.Signals(-code).name} (pid {process.pid})"
+        else:
+            state = f"exited with code {code} (pid {process.pid})"
+        text = self.log.read_text(errors="replace")[-tail:] if self.log.exists() else ""
+        return f"--- dev server on {self.address}: {state}\n--- {self.log.name}:\n{text}"
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -127,8 +209,8 @@ class DevServer:
 @pytest.fixture
 async def dev_server(tmp_path: Path) -> AsyncIterator[DevServer]:
     server = DevServer(tmp_path)
-    server.start()
     try:
+        await server.first_start()
         yield server
     finally:
         server.stop()
@@ -147,6 +229,7 @@ class Workers:
 
     def __init__(self, tmp_path: Path, server: DevServer) -> None:
         self._tmp = tmp_path
+        self.server = server
         self.data_dir = tmp_path / "data"
         self.data_dir.mkdir(exist_ok=True)
         self.database_url = f"sqlite:///{self.data_dir / 'ordermill.db'}"
@@ -195,21 +278,38 @@ class Workers:
         assert process.wait(timeout=10) == -signal.SIGKILL
 
     async def polling(self, within: float = 30) -> None:
-        """Until the newest worker says it polls (it connected and registered)."""
+        """Until the newest worker says it polls (it connected and registered).
+
+        The dev server down fails this at once: no test here starts a worker before its server,
+        so the worker's own wait for Temporal at start-up (TEMPORAL_CONNECT_TIMEOUT) can never
+        hide a dead one."""
         index = len(self.started) - 1
 
         async def log() -> str:
-            if self.started[index].poll() is not None:
-                raise AssertionError(f"worker {index} exited:\n{self.logs()}")
+            if (code := self.started[index].poll()) is not None:
+                raise AssertionError(f"worker {index} exited with code {code}")
+            if not self.server.alive():
+                raise AssertionError(f"the dev server is down while worker {index} starts")
             return self._log(index).read_text(errors="replace")
 
-        await eventually(log, lambda text: "worker polling task queue" in text, within=within)
+        try:
+            await eventually(
+                log,
+                lambda text: "worker polling task queue" in text,
+                within=within,
+                what=f"worker {index} to poll its task queue",
+                show=lambda text: f"its log's last line: {text.strip().rpartition(chr(10))[2]!r}",
+            )
+        except AssertionError as failed:
+            raise AssertionError(f"{failed}\n{self.logs()}") from None
 
     def logs(self) -> str:
-        return "\n".join(
+        """Every worker's log and the dev server's state and log: what a failure must show."""
+        workers = [
             f"--- {path.name}\n{path.read_text(errors='replace')[-3000:]}"
             for path in sorted(self._tmp.glob("worker-*.log"))
-        )
+        ]
+        return "\n".join([*workers, self.server.report()])
 
     def _log(self, index: int) -> Path:
         return self._tmp / f"worker-{index}.log"
@@ -403,7 +503,12 @@ async def view(handle: Handle) -> OrderView:
 
 
 async def reaches(handle: Handle, wanted: OrderStatus, within: float = 60) -> None:
-    await eventually(lambda: status(handle), lambda s: s == wanted.value, within=within)
+    await eventually(
+        lambda: status(handle),
+        lambda s: s == wanted.value,
+        within=within,
+        what=f"{handle.id} to reach {wanted.value}",
+    )
 
 
 async def activity_started(handle: Handle, activity: str, count: int = 1) -> bool:
@@ -447,10 +552,21 @@ SHIPPED_OR_LATER = {
 async def settle(handle: Handle, within: float = 90) -> OrderView:
     """Carry the order to its end: shipped, delivered, its return window closed. (A parcel
     already delivered gets its "delivered" again: a duplicate event, which changes nothing.)"""
-    await eventually(lambda: status(handle), lambda s: s in SHIPPED_OR_LATER, within=within)
+    await eventually(
+        lambda: status(handle),
+        lambda s: s in SHIPPED_OR_LATER,
+        within=within,
+        what=f"{handle.id} to ship",
+    )
     shipped = await view(handle)
     await deliver(handle, shipped)
-    return await asyncio.wait_for(handle.result(), within)
+    try:
+        return await asyncio.wait_for(handle.result(), within)
+    except TimeoutError:  # an AssertionError, so the test adds the workers' and server's logs
+        raise AssertionError(
+            f"{handle.id} did not end within {within}s of its delivery; "
+            f"its status: {await status(handle)}"
+        ) from None
 
 
 def ledger(database_url: str, order: str) -> list[tuple[str, str]]:

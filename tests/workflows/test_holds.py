@@ -29,12 +29,12 @@ TOTAL = DUNE + STANDARD_SHIPPING
 
 
 async def open_holds(order: OrderUnderTest) -> list[str]:
-    described = await order.handle.describe()
+    described = await order.describe()
     return list(described.typed_search_attributes.get(ORDER_HOLDS) or [])
 
 
 async def no_task_failed(order: OrderUnderTest) -> None:
-    history = await order.handle.fetch_history()
+    history = await order.history()
     failed = EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
     assert not [e for e in history.events if e.event_type == failed]
 
@@ -185,14 +185,12 @@ async def test_data_the_database_refuses_is_held_and_recorded_scrubbed_once_rele
 
     order.fakes.refuse_records = 1
     asked = asyncio.create_task(
-        order.handle.execute_update(
-            UPDATE_ASK, InquiryRequest(message="gift wrap?"), result_type=InquiryView
-        )
+        order.update(UPDATE_ASK, InquiryRequest(message="gift wrap?"), InquiryView)
     )
     held = await order.hold("data_rejected")
     assert held.status is OrderStatus.SHIPPED
     await order.resolve("data_rejected", HoldResolution.RELEASED)
-    inquiry = await asyncio.wait_for(asked, 20)
+    inquiry = await asked
 
     assert inquiry.inquiry_id == "Q-1"
     records = order.fakes.called("record_order")
@@ -228,13 +226,9 @@ async def test_questions_are_capped_per_order(order: OrderUnderTest) -> None:
     await order.start()
     await order.wait_for(OrderStatus.SHIPPED)
     for n in range(20):
-        await order.handle.execute_update(
-            UPDATE_ASK, InquiryRequest(message=f"question {n}"), result_type=InquiryView
-        )
+        await order.update(UPDATE_ASK, InquiryRequest(message=f"question {n}"), InquiryView)
     with pytest.raises(WorkflowUpdateFailedError) as refused:
-        await order.handle.execute_update(
-            UPDATE_ASK, InquiryRequest(message="one more"), result_type=InquiryView
-        )
+        await order.update(UPDATE_ASK, InquiryRequest(message="one more"), InquiryView)
     assert isinstance(refused.value.cause, ApplicationError)
     assert refused.value.cause.type == "InquiryRefused"
     assert len((await order.view()).inquiries) == 20
@@ -249,7 +243,7 @@ async def test_a_malformed_carrier_event_changes_nothing_and_later_ones_still_ap
     await order.start()
     shipped = await order.wait_for(OrderStatus.SHIPPED)
     tracking = shipped.shipments[0].tracking_number
-    await order.handle.signal(
+    await order.signal(
         "carrier_event",
         {
             "event_id": "evt-naive",

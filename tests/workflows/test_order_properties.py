@@ -1240,6 +1240,9 @@ async def private_server() -> AsyncIterator[PrivateServer]:
         await server.discard()
 
 
+# The suite's per-test net (300 s) is for one test, not for a search as long as one asks for;
+# shrinking replays a failure hundreds of times: no net then.
+@pytest.mark.timeout(0 if SHRINK else max(300, 10 * EXAMPLES))
 @settings(
     max_examples=EXAMPLES,
     derandomize=True,

@@ -46,7 +46,7 @@ from models.wire import (
 )
 from tests.conftest import eventually
 from tests.fakes import ADA
-from tests.workflows.conftest import UPDATE_DEADLINE, OrderUnderTest
+from tests.workflows.conftest import OrderUnderTest
 from workflows.order import OrderWorkflow
 
 DUNE, EBOOK = 1899, 999
@@ -94,9 +94,7 @@ async def delivered(
 
 
 async def update(order: OrderUnderTest, name: str, request: Any, result_type: type[R]) -> R:
-    async with asyncio.timeout(UPDATE_DEADLINE):
-        result: R = await order.handle.execute_update(name, request, result_type=result_type)
-        return result
+    return await order.update(name, request, result_type)
 
 
 async def refused(order: OrderUnderTest, name: str, request: Any) -> ApplicationError:
