@@ -20,9 +20,7 @@ covers its own graceful shutdown, in which running activities finish.
 import asyncio
 import contextlib
 import errno
-import json
 import os
-import shlex
 import shutil
 import signal
 import socket
@@ -32,7 +30,6 @@ import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # settings.py and friends live at the repository root
@@ -45,10 +42,12 @@ from temporalio.service import RPCError  # noqa: E402
 
 from encryption import codec_from_settings  # noqa: E402
 from models.wire import RECONCILE_SCHEDULE, SEARCH_ATTRIBUTES, search_attribute_type  # noqa: E402
+from runner.banner import banner  # noqa: E402
 from runner.output import log  # noqa: E402
 from runner.process import STOP_GRACE, Child, exit_description  # noqa: E402
+from runner.urls import api_url, codec_endpoint  # noqa: E402
 from schedules import ensure_reconcile_schedule  # noqa: E402
-from settings import DEV_API_KEY_ENTRIES, Settings  # noqa: E402
+from settings import Settings  # noqa: E402
 from temporal_client import connect_temporal  # noqa: E402
 
 # worker.py lets running activities finish for 10 s (graceful_shutdown_timeout) before it
@@ -63,20 +62,6 @@ API_STARTUP = 60.0
 FAST_CRASH = 10.0
 MAX_FAST_CRASHES = 5
 MAX_BACKOFF = 30.0
-
-DEMO_ORDER = {
-    "customer_id": "cus_ada",
-    "items": [{"sku": "BOOK-DUNE", "quantity": 1}],
-    "shipping_address": {
-        "name": "Ada Lovelace",
-        "line1": "12 Analytical Way",
-        "city": "Springfield",
-        "postal_code": "62701",
-        "country": "US",
-    },
-    "delivery": "standard",
-    "payment": {"token": "tok_visa"},
-}
 
 
 class Fatal(Exception):
@@ -185,108 +170,6 @@ async def warn_on_missing_search_attributes(client: Client) -> None:
             f"{client.namespace}; orders cannot start until they are: "
             f"temporal operator search-attribute create --namespace {client.namespace} {flags}"
         )
-
-
-# ---- what to tell the person at the terminal -----------------------------------------------
-
-
-def browsable(host: str) -> str:
-    return "localhost" if host in ("0.0.0.0", "::", "127.0.0.1", "::1", "") else host
-
-
-def api_url(settings: Settings) -> str:
-    return f"http://{browsable(settings.api_host)}:{settings.api_port}"
-
-
-def codec_endpoint(settings: Settings) -> str:
-    return f"{api_url(settings)}/codec"
-
-
-def key_lines(settings: Settings) -> tuple[list[str], str]:
-    """The banner's lines about API keys, and the key to show in the example curl."""
-    if settings.api_keys:
-        return ["  API keys         from API_KEYS"], "$ORDERMILL_API_KEY"
-    width = max(len(entry.key) for entry in DEV_API_KEY_ENTRIES)
-    lines = ["  API keys         development keys (set API_KEYS to replace them):"]
-    lines += [
-        f"                     {entry.key:<{width}}  {entry.role:<8}  {entry.name}"
-        for entry in DEV_API_KEY_ENTRIES
-    ]
-    client = next(entry.key for entry in DEV_API_KEY_ENTRIES if entry.role == "client")
-    return lines, client
-
-
-def codec_lines(settings: Settings, *, own_temporal: bool) -> list[str]:
-    if not settings.encryption_key:
-        return ["  Payloads         stored in clear: set ENCRYPTION_KEY to encrypt them"]
-    endpoint = codec_endpoint(settings)
-    lines = [
-        f"  Payloads         encrypted (key {settings.encryption_key_id}); codec server {endpoint}",
-        f"                   UI: sign in at {endpoint}/session with an operator key, then in the",
-        "                   UI's codec settings override the cluster setting with that endpoint",
-        "                   and turn on 'Include cross-origin credentials'",
-        f"                   CLI: temporal workflow show --codec-endpoint {endpoint} "
-        '--codec-auth "Bearer <operator key>" -w order-<id>',
-    ]
-    if not own_temporal:
-        lines.insert(1, "                   (point your Temporal UI's codec endpoint at it)")
-    return lines
-
-
-def banner(settings: Settings, *, own_temporal: bool) -> str:
-    """Where everything is; printed unprefixed so the curl can be pasted as it stands."""
-    api = api_url(settings)
-    query = 'OrderStatus="shipped"'
-    if own_temporal:
-        ui = f"http://localhost:{settings.temporal_ui_port}"
-        ns = quote(settings.temporal_namespace)
-        temporal = [
-            f"  Temporal UI      {ui}",
-            f"  shipped orders   {ui}/namespaces/{ns}/workflows?query={quote(query)}",
-            f"  reconciliation   {ui}/namespaces/{ns}/schedules/{RECONCILE_SCHEDULE} "
-            f"({settings.reconcile_cron} UTC)",
-            f"  Temporal         {settings.temporal_address}, history kept in "
-            f"{settings.data_dir / 'temporal.db'}",
-        ]
-    else:
-        temporal = [
-            f"  Temporal         {settings.temporal_address}, namespace "
-            f"{settings.temporal_namespace}: find orders in its UI with {query}"
-        ]
-    metrics = [
-        f"  API metrics      {api}/metrics",
-        f"  latest report    {api}/reconciliation/reports/latest (operator key)",
-    ]
-    if settings.worker_metrics_address:
-        metrics.append(f"  Worker metrics   http://{settings.worker_metrics_address}/metrics")
-    if settings.smtp_host:
-        mail = f"  Emails           sent through {settings.smtp_host}:{settings.smtp_port}"
-    else:
-        mail = f"  Emails           written to {settings.outbox_dir}/"
-    body = shlex.quote(json.dumps(DEMO_ORDER, separators=(",", ":")))
-    keys, key = key_lines(settings)
-    auth = f'-H "Authorization: Bearer {key}"'
-    return "\n".join(
-        [
-            "",
-            "ordermill is running",
-            f"  API docs         {api}/docs",
-            f"  Console          {api}/console (operator key)",
-            *temporal,
-            *metrics,
-            mail,
-            *keys,
-            *codec_lines(settings, own_temporal=own_temporal),
-            "",
-            "Place a demo order:",
-            "",
-            f"curl -sS -X POST {api}/orders {auth} -H 'Content-Type: application/json' -d {body}",
-            "",
-            f"then follow it with `curl -sS {auth} {api}/orders/<order_id>`, or run `make demo`.",
-            "Ctrl-C stops everything.",
-            "",
-        ]
-    )
 
 
 # ---- the supervisor ------------------------------------------------------------------------
@@ -433,7 +316,7 @@ class Supervisor:
             await child.start()
             self.background(self._keep_running(child))
 
-        url = f"http://{browsable(s.api_host)}:{s.api_port}/healthz"
+        url = f"{api_url(s)}/healthz"
         async with httpx.AsyncClient(timeout=2.0) as http:
 
             async def healthy() -> bool:
