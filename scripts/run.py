@@ -19,11 +19,9 @@ covers its own graceful shutdown, in which running activities finish.
 
 import asyncio
 import contextlib
-import errno
 import os
 import shutil
 import signal
-import socket
 import sys
 import time
 import traceback
@@ -35,15 +33,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # settings.py and friends live at the repository root
 
 import httpx  # noqa: E402
-from pydantic import ValidationError  # noqa: E402
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest  # noqa: E402
 from temporalio.client import Client  # noqa: E402
 from temporalio.service import RPCError  # noqa: E402
 
-from encryption import codec_from_settings  # noqa: E402
 from models.wire import RECONCILE_SCHEDULE, SEARCH_ATTRIBUTES, search_attribute_type  # noqa: E402
 from runner.banner import banner  # noqa: E402
+from runner.config import apply_run_defaults, child_env, read_settings  # noqa: E402
 from runner.output import log  # noqa: E402
+from runner.ports import check_ports, ports_to_check  # noqa: E402
 from runner.process import STOP_GRACE, Child, exit_description  # noqa: E402
 from runner.urls import api_url, codec_endpoint  # noqa: E402
 from schedules import ensure_reconcile_schedule  # noqa: E402
@@ -53,8 +51,6 @@ from temporal_client import connect_temporal  # noqa: E402
 # worker.py lets running activities finish for 10 s (graceful_shutdown_timeout) before it
 # cancels them; its grace covers that, and the cancelled activities' reports after it.
 WORKER_STOP_GRACE = 15.0
-# Served by the worker under `make run` (elsewhere only when set): Prometheus's usual port.
-DEFAULT_WORKER_METRICS = "127.0.0.1:9464"
 TEMPORAL_STARTUP = 60.0
 API_STARTUP = 60.0
 # A child that dies sooner than this after starting "crashed fast"; after MAX_FAST_CRASHES of
@@ -66,47 +62,6 @@ MAX_BACKOFF = 30.0
 
 class Fatal(Exception):
     """A reason to stop everything, said in words for the person at the terminal."""
-
-
-# ---- checks --------------------------------------------------------------------------------
-
-
-def port_in_use(host: str, port: int) -> bool:
-    """True if something listens on host:port (binding is refused)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        # SO_REUSEADDR: a port left in TIME_WAIT by our own last run is free to use.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as err:
-            if err.errno in (errno.EADDRINUSE, errno.EACCES):
-                return True
-            raise
-    return False
-
-
-def moved(setting: str, host: str, port: int) -> str:
-    """The setting's value for another port: an address keeps its host."""
-    return f"{host}:{port}" if setting.endswith("_ADDRESS") else str(port)
-
-
-def check_ports(ports: Sequence[tuple[str, str, int]]) -> list[str]:
-    """One sentence per busy port, naming the setting that moves it."""
-    problems = []
-    for setting, host, port in ports:
-        if port_in_use(host, port):
-            problems.append(
-                f"port {port} is already in use ({setting}): stop whatever uses it "
-                f"(`ss -ltnp 'sport = :{port}'` shows it) or choose another port, "
-                f"e.g. `{setting}={moved(setting, host, port + 10000)} make run`"
-            )
-            if setting == "TEMPORAL_PORT":
-                problems.append(
-                    f"  if a Temporal server you want to use listens on {port}, use it: "
-                    f"`TEMPORAL_ADDRESS=localhost:{port} make run`"
-                )
-    return problems
 
 
 async def poll(
@@ -395,52 +350,15 @@ def redact(url: str) -> str:
     return f"{scheme}{sep}{creds.split(':', 1)[0]}:***@{host}"
 
 
-def child_env(settings: Settings, *, own_temporal: bool) -> dict[str, str]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    if own_temporal:
-        env["TEMPORAL_ADDRESS"] = settings.temporal_address
-    if settings.worker_metrics_address:
-        env["WORKER_METRICS_ADDRESS"] = settings.worker_metrics_address
-    return env
-
-
 async def main_async() -> int:
-    try:
-        settings = Settings()
-    except ValidationError as err:
-        for error in err.errors():
-            setting = "_".join(str(part) for part in error["loc"]).upper()
-            log(f"setting {setting}: {error['msg']} (got {error.get('input')!r})")
+    settings = read_settings()
+    if settings is None:
         return 1
-    try:  # what would stop the API or the worker, said once here instead of in crash loops
-        settings.check_production_ready(serving_api=True)
-        codec_from_settings(
-            settings.encryption_key_id, settings.encryption_key, settings.encryption_old_keys
-        )
-    except (RuntimeError, ValueError) as err:
-        log(f"settings: {err}")
-        return 1
-    # TEMPORAL_ADDRESS set (environment or .env) means "use that server", else start our own.
-    own_temporal = "temporal_address" not in settings.model_fields_set
-    if own_temporal:
-        settings.temporal_address = f"localhost:{settings.temporal_port}"
-
-    if "worker_metrics_address" not in settings.model_fields_set:
-        settings.worker_metrics_address = DEFAULT_WORKER_METRICS
-    ports = [("API_PORT", settings.api_host, settings.api_port)]
-    if settings.worker_metrics_address:
-        host, _, port = settings.worker_metrics_address.rpartition(":")
-        ports.append(("WORKER_METRICS_ADDRESS", host, int(port)))
-    if own_temporal:
-        ports += [
-            ("TEMPORAL_PORT", "127.0.0.1", settings.temporal_port),
-            ("TEMPORAL_UI_PORT", "127.0.0.1", settings.temporal_ui_port),
-        ]
-    if problems := check_ports(ports):
+    own_temporal = apply_run_defaults(settings)
+    if problems := check_ports(ports_to_check(settings, own_temporal=own_temporal)):
         for problem in problems:
             log(problem)
         return 1
-
     supervisor = Supervisor(
         settings, child_env(settings, own_temporal=own_temporal), own_temporal=own_temporal
     )
