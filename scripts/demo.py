@@ -21,11 +21,9 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,169 +37,15 @@ from activities.tracking_links import TrackingLinks  # noqa: E402
 from api.signatures import SIGNATURE_HEADER, secrets_from_setting, sign  # noqa: E402
 from models.orders import FINAL_STATUSES, OrderStatus  # noqa: E402
 from models.shipments import CarrierStatus  # noqa: E402
+from player.board import Board, describe  # noqa: E402
+from player.scenarios import SCENARIOS, TO_THE_DOOR, Scenario  # noqa: E402
 from settings import DEV_API_KEY_ENTRIES, Settings  # noqa: E402
 
 # The development keys `make run` prints; ORDERMILL_API_KEY / ORDERMILL_OPERATOR_KEY replace them.
 DEV_CLIENT_KEY = next(e.key for e in DEV_API_KEY_ENTRIES if e.role == "client")
 DEV_OPERATOR_KEY = next(e.key for e in DEV_API_KEY_ENTRIES if e.role == "operator")
 
-ADA = "cus_ada"
-GRACE = "cus_grace"
-NEWBIE = "cus_newbie"  # every order of hers waits for a risk review
-TO_THE_DOOR = [
-    CarrierStatus.PRE_TRANSIT,
-    CarrierStatus.IN_TRANSIT,
-    CarrierStatus.OUT_FOR_DELIVERY,
-    CarrierStatus.DELIVERED,
-]
-BACK_TO_US = [
-    CarrierStatus.PRE_TRANSIT,
-    CarrierStatus.IN_TRANSIT,
-    CarrierStatus.RETURN_TO_SENDER,
-]
-
-
-@dataclass(frozen=True)
-class Scenario:
-    label: str
-    customer_id: str
-    items: list[tuple[str, int]]
-    token: str = "tok_visa"
-    delivery: str = "standard"
-    carrier: list[CarrierStatus] = field(default_factory=list)  # played per parcel once shipped
-    # A parcel that gets a script of its own, by shipment id (`SHP-2`).
-    parcels: dict[str, list[CarrierStatus]] = field(default_factory=dict)
-    cancel: bool = False
-    returns: list[tuple[str, int]] = field(default_factory=list)  # sent back once delivered
-    review: str | None = None  # the operator's decision on its risk review: release or reject
-    restock: bool = False  # the operator receives its backordered stock once it waits
-    replenish: bool = False  # a unit of each line arrives first, so the demo never runs out
-    expect: OrderStatus = OrderStatus.DELIVERED
-
-    def body(self) -> dict[str, Any]:
-        return {
-            "customer_id": self.customer_id,
-            "items": [{"sku": sku, "quantity": quantity} for sku, quantity in self.items],
-            "delivery": self.delivery,
-            "payment": {"token": self.token},
-        }
-
-
-SCENARIOS = [
-    Scenario("paperback, standard", ADA, [("BOOK-DUNE", 1)], carrier=TO_THE_DOOR),
-    Scenario(
-        "two paperbacks, express",
-        GRACE,
-        [("BOOK-NEUROMANCER", 2)],
-        delivery="express",
-        carrier=TO_THE_DOOR,
-    ),
-    Scenario("e-book only", ADA, [("EBOOK-DUNE", 1)]),
-    Scenario(
-        "card declined",
-        GRACE,
-        [("BOOK-DUNE", 1)],
-        token="tok_chargeDeclined",
-        expect=OrderStatus.PAYMENT_DECLINED,
-    ),
-    Scenario(
-        "cancelled by the customer",
-        ADA,
-        [("BOOK-NEUROMANCER", 1)],
-        cancel=True,
-        expect=OrderStatus.CANCELLED,
-    ),
-    Scenario(
-        "flaky card gateway",
-        GRACE,
-        [("BOOK-DUNE", 1)],
-        token="tok_gatewayFlaky",
-        carrier=TO_THE_DOOR,
-    ),
-    Scenario(
-        "two parcels, two warehouses",
-        ADA,
-        [("BOOK-NEUROMANCER", 1), ("BOOK-EARTHSEA", 1)],
-        carrier=TO_THE_DOOR,
-    ),
-    Scenario(
-        "one parcel lost of two",
-        GRACE,
-        [("BOOK-NEUROMANCER", 1), ("BOOK-EARTHSEA", 2)],
-        carrier=TO_THE_DOOR,
-        parcels={"SHP-2": BACK_TO_US},
-        expect=OrderStatus.PARTIALLY_DELIVERED,
-    ),
-    Scenario(
-        "one of two sent back",
-        GRACE,
-        [("BOOK-DUNE", 1), ("BOOK-NEUROMANCER", 1)],
-        carrier=TO_THE_DOOR,
-        returns=[("BOOK-NEUROMANCER", 1)],
-        expect=OrderStatus.PARTIALLY_RETURNED,
-    ),
-    Scenario(
-        "returned to sender",
-        ADA,
-        [("BOOK-DUNE", 1), ("BOOK-NEUROMANCER", 1)],
-        carrier=BACK_TO_US,
-        expect=OrderStatus.DELIVERY_FAILED,
-    ),
-    Scenario(
-        "$1,200 first edition, reviewed",
-        GRACE,
-        [("BOOK-FIRST-EDITION", 1)],
-        carrier=TO_THE_DOOR,
-        review="release",
-        replenish=True,
-    ),
-    Scenario(
-        "new customer, review rejected",
-        NEWBIE,
-        [("BOOK-DUNE", 1)],
-        review="reject",
-        expect=OrderStatus.CANCELLED,
-    ),
-    Scenario(
-        "backordered until restocked",
-        ADA,
-        [("BOOK-PREORDER", 1)],
-        carrier=TO_THE_DOOR,
-        restock=True,
-    ),
-]
 RESTOCK_ATTEMPTS = 5  # receipts for a backorder: older waiting orders are served first
-
-
-class Board:
-    """One line per order: redrawn in place on a terminal, printed on change otherwise."""
-
-    def __init__(self, labels: list[str], *, live: bool) -> None:
-        self.lines = dict.fromkeys(labels, "waiting to be placed")
-        self.live = live
-        self.width = max(map(len, labels)) + 2
-        self._drawn = 0
-
-    def show(self, label: str, text: str) -> None:
-        if self.lines[label] == text:
-            return
-        self.lines[label] = text
-        if self.live:
-            self.redraw()
-        else:
-            print(f"{label:<{self.width}}{text}", flush=True)
-
-    def redraw(self) -> None:
-        # Rows are cut to the terminal's width: a wrapped row would throw the cursor moves off.
-        columns = shutil.get_terminal_size().columns - 1
-        up = f"\033[{self._drawn}F" if self._drawn else ""
-        rows = "".join(
-            "\033[2K" + f"{label:<{self.width}}{text}"[:columns] + "\n"
-            for label, text in self.lines.items()
-        )
-        sys.stdout.write(up + rows)
-        sys.stdout.flush()
-        self._drawn = len(self.lines)
 
 
 class Demo:
@@ -379,23 +223,6 @@ class Demo:
 
 def _open_hold(view: dict[str, Any], code: str) -> bool:
     return any(h["code"] == code and h["resolution"] is None for h in view.get("holds") or [])
-
-
-def describe(view: dict[str, Any]) -> str:
-    """`shipped  carrier: in_transit  1Z...`: the status and what explains it."""
-    parts = [view["status"]]
-    held = [h["hold_id"] for h in view.get("holds") or [] if h["resolution"] is None]
-    if held:
-        parts.append("held: " + ", ".join(held))
-    if view.get("reason"):
-        parts.append(f"{view['reason']['code']}: {view['reason']['detail']}")
-    for shipment in view.get("shipments") or []:
-        if shipment["tracking_number"]:
-            state = shipment.get("status") or "booked"
-            parts.append(f"{shipment['shipment_id']}: {state} {shipment['tracking_number']}")
-    for ret in view.get("returns") or []:
-        parts.append(f"return {ret['return_id']}: {ret['status']}")
-    return "  ".join(parts)
 
 
 def problem(response: httpx.Response) -> str:
