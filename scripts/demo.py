@@ -15,18 +15,15 @@ ORDERMILL_API_KEY (default: the development client key, omk_dev_client), an oper
 ORDERMILL_OPERATOR_KEY (default: the development operator key) and the carrier's
 webhook secrets from CARRIER_WEBHOOK_SECRETS / CARRIER_WEBHOOK_SECRET (the development default
 when unset). The carrier's webhooks carry only their signature, never an API key.
+
+This file is the entry point; the scenarios and what plays them are in scripts/player/.
 """
 
 import argparse
 import asyncio
-import json
 import os
 import sys
-import time
-import uuid
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # settings.py and friends live at the repository root
@@ -34,203 +31,16 @@ sys.path.insert(0, str(ROOT))  # settings.py and friends live at the repository 
 import httpx  # noqa: E402
 
 from activities.tracking_links import TrackingLinks  # noqa: E402
-from api.signatures import SIGNATURE_HEADER, secrets_from_setting, sign  # noqa: E402
-from models.orders import FINAL_STATUSES, OrderStatus  # noqa: E402
-from models.shipments import CarrierStatus  # noqa: E402
-from player.board import Board, describe  # noqa: E402
-from player.scenarios import SCENARIOS, TO_THE_DOOR, Scenario  # noqa: E402
+from api.signatures import secrets_from_setting  # noqa: E402
+from player.board import Board  # noqa: E402
+from player.orders import Demo  # noqa: E402
+from player.parties import Carrier, Operator, problem  # noqa: E402
+from player.scenarios import SCENARIOS  # noqa: E402
 from settings import DEV_API_KEY_ENTRIES, Settings  # noqa: E402
 
 # The development keys `make run` prints; ORDERMILL_API_KEY / ORDERMILL_OPERATOR_KEY replace them.
 DEV_CLIENT_KEY = next(e.key for e in DEV_API_KEY_ENTRIES if e.role == "client")
 DEV_OPERATOR_KEY = next(e.key for e in DEV_API_KEY_ENTRIES if e.role == "operator")
-
-RESTOCK_ATTEMPTS = 5  # receipts for a backorder: older waiting orders are served first
-
-
-class Demo:
-    def __init__(
-        self,
-        http: httpx.AsyncClient,
-        operator: httpx.AsyncClient,
-        carrier: httpx.AsyncClient,
-        secrets: list[str],
-        step: float,
-        board: Board,
-    ):
-        self.http = http  # the shop's client, with its API key
-        self.operator = operator  # the operator: reviews and stock receipts
-        self.carrier = carrier  # the carrier: signed webhooks, no API key
-        self.secrets = secrets
-        self.step = step
-        self.board = board
-        self.placed: dict[int, tuple[str, datetime]] = {}  # scenario number -> id, placed at
-        self.run_id = uuid.uuid4().hex[:8]
-
-    async def play(self, number: int, scenario: Scenario, within: float) -> bool:
-        """Place the scenario's order and carry it to its expected status; True if it got there."""
-
-        def show(text: str) -> None:
-            self.board.show(scenario.label, text)
-
-        if scenario.replenish:
-            for sku, quantity in scenario.items:
-                key = f"demo-{self.run_id}-{number}-{sku}"
-                refused, _ = await self.receive(sku, quantity, key)
-                if refused:
-                    show(refused)
-                    return False
-
-        placed = await self.http.post(
-            "/orders",
-            json=scenario.body(),
-            headers={"Idempotency-Key": f"demo-{self.run_id}-{number}"},
-        )
-        if placed.status_code != 202:
-            show(f"could not be placed: HTTP {placed.status_code} {problem(placed)}")
-            return False
-        order_id = placed.json()["order_id"]
-        self.placed[number] = (order_id, datetime.fromisoformat(placed.json()["placed_at"]))
-        show(f"{order_id}  placed")
-
-        if scenario.cancel:
-            cancelled = await self.http.post(
-                f"/orders/{order_id}/cancel", json={"reason": "changed my mind"}
-            )
-            if cancelled.status_code not in (200, 202):
-                show(f"{order_id}  cancel refused: {problem(cancelled)}")
-                return False
-
-        deadline = time.monotonic() + within
-        scripts: dict[str, list[CarrierStatus]] = {}  # tracking number -> events still to play
-        return_events = list(TO_THE_DOOR)  # the return parcel's way back to the warehouse
-        return_tracking: str | None = None
-        next_event_at = 0.0
-        reviewed, receipts, served = False, 0, False
-        while True:
-            view = (await self.http.get(f"/orders/{order_id}")).json()
-            status = OrderStatus(view["status"])
-            show(f"{order_id}  {describe(view)}")
-            if status is scenario.expect:
-                return True
-            if scenario.review and not reviewed and _open_hold(view, "risk_review"):
-                refused = await self.decide(order_id, scenario.review)
-                if refused:
-                    show(f"{order_id}  {refused}")
-                    return False
-                reviewed = True
-            backordered = status is OrderStatus.BACKORDERED
-            if scenario.restock and backordered and not served and receipts < RESTOCK_ATTEMPTS:
-                # One unit at a time: a receipt serves older waiting orders first.
-                receipts += 1
-                for sku in view["backordered"]:
-                    key = f"demo-{self.run_id}-{number}-{sku}-{receipts}"
-                    refused, filled = await self.receive(sku, 1, key)
-                    if refused:
-                        show(f"{order_id}  {refused}")
-                        return False
-                    served = order_id in filled
-            if status in FINAL_STATUSES:
-                show(f"{order_id}  {describe(view)}  (expected {scenario.expect.value})")
-                return False
-            for shipment in view["shipments"]:
-                if shipment["tracking_number"] and shipment["tracking_number"] not in scripts:
-                    script = scenario.parcels.get(shipment["shipment_id"], scenario.carrier)
-                    scripts[shipment["tracking_number"]] = list(script)
-            if any(scripts.values()) and time.monotonic() >= next_event_at:
-                for tracking, script in scripts.items():
-                    if script:
-                        refused = await self.carrier_reports(tracking, script.pop(0))
-                        if refused:
-                            show(f"{order_id}  {refused}")
-                            return False
-                next_event_at = time.monotonic() + self.step
-            if status is OrderStatus.DELIVERED and scenario.returns and return_tracking is None:
-                asked = await self.http.post(
-                    f"/orders/{order_id}/returns",
-                    json={
-                        "lines": [{"sku": sku, "quantity": n} for sku, n in scenario.returns],
-                        "reason": "damaged",
-                        "resolution": "refund",
-                    },
-                    # Returns move money: a retry of this request must never return twice.
-                    headers={"Idempotency-Key": f"demo-return-{order_id}"},
-                )
-                if asked.status_code != 201:
-                    show(f"{order_id}  return refused: {problem(asked)}")
-                    return False
-                return_tracking = asked.json()["tracking_number"]
-                next_event_at = time.monotonic() + self.step
-            if return_tracking and return_events and time.monotonic() >= next_event_at:
-                refused = await self.carrier_reports(return_tracking, return_events.pop(0))
-                if refused:
-                    show(f"{order_id}  {refused}")
-                    return False
-                next_event_at = time.monotonic() + self.step
-            if time.monotonic() > deadline:
-                show(
-                    f"{order_id}  still {status.value} after {within:.0f}s "
-                    f"(expected {scenario.expect.value})"
-                )
-                return False
-            await asyncio.sleep(0.5)
-
-    async def decide(self, order_id: str, decision: str) -> str | None:
-        """The operator's decision on the order's risk review; why it failed, if it did."""
-        reason = "known customer, address checked" if decision == "release" else "card testing"
-        answer = await self.operator.post(
-            f"/orders/{order_id}/holds/risk_review/{decision}", json={"reason": reason}
-        )
-        if answer.status_code in (200, 202):
-            return None
-        return f"review {decision} refused: HTTP {answer.status_code} {problem(answer)}"
-
-    async def receive(self, sku: str, units: int, key: str) -> tuple[str | None, list[str]]:
-        """Units of `sku` arrive at WH-EAST (a stock receipt): why it failed, if it did, and
-        the backordered orders it served."""
-        answer = await self.operator.post(
-            f"/products/{sku}/stock",
-            json={"warehouse": "WH-EAST", "add": units},
-            headers={"Idempotency-Key": key},
-        )
-        if answer.status_code == 200:
-            return None, answer.json()["filled_orders"]
-        if answer.status_code == 202:
-            return None, []
-        return f"stock receipt refused: HTTP {answer.status_code} {problem(answer)}", []
-
-    async def carrier_reports(self, tracking: str, status: CarrierStatus) -> str | None:
-        """Post one tracking event, signed as the carrier signs; why it was refused, if it was."""
-        event = {
-            "event_id": f"evt_{tracking}_{status.value}",
-            "tracking_number": tracking,
-            "status": status.value,
-            "occurred_at": datetime.now(UTC).isoformat(),
-        }
-        body = json.dumps(event).encode()  # the exact bytes that are signed and sent
-        answer = await self.carrier.post(
-            "/webhooks/carrier",
-            content=body,
-            headers={
-                "Content-Type": "application/json",
-                SIGNATURE_HEADER: sign(body, self.secrets),
-            },
-        )
-        if answer.is_success:
-            return None
-        return f"webhook {status.value} refused: HTTP {answer.status_code} {problem(answer)}"
-
-
-def _open_hold(view: dict[str, Any], code: str) -> bool:
-    return any(h["code"] == code and h["resolution"] is None for h in view.get("holds") or [])
-
-
-def problem(response: httpx.Response) -> str:
-    """The `detail` of an RFC 9457 problem answer, or the start of whatever else came back."""
-    try:
-        return str(response.json().get("detail") or response.text[:200])
-    except ValueError:
-        return response.text[:200]
 
 
 def default_api_url(settings: Settings) -> str:
@@ -278,7 +88,7 @@ async def main_async(args: argparse.Namespace) -> int:
         board = Board([s.label for s in SCENARIOS], live=sys.stdout.isatty())
         if board.live:
             board.redraw()
-        demo = Demo(http, operator, carrier, secrets, args.step, board)
+        demo = Demo(http, Operator(operator), Carrier(carrier, secrets), args.step, board)
         results = await asyncio.gather(
             *(demo.play(n, s, args.timeout) for n, s in enumerate(SCENARIOS, 1))
         )
