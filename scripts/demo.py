@@ -36,17 +36,12 @@ from player.board import Board  # noqa: E402
 from player.orders import Demo  # noqa: E402
 from player.parties import Carrier, Operator, problem  # noqa: E402
 from player.scenarios import SCENARIOS  # noqa: E402
+from runner.urls import api_url  # noqa: E402
 from settings import DEV_API_KEY_ENTRIES, Settings  # noqa: E402
 
 # The development keys `make run` prints; ORDERMILL_API_KEY / ORDERMILL_OPERATOR_KEY replace them.
 DEV_CLIENT_KEY = next(e.key for e in DEV_API_KEY_ENTRIES if e.role == "client")
 DEV_OPERATOR_KEY = next(e.key for e in DEV_API_KEY_ENTRIES if e.role == "operator")
-
-
-def default_api_url(settings: Settings) -> str:
-    host = settings.api_host
-    host = "localhost" if host in ("0.0.0.0", "::", "127.0.0.1", "::1", "") else host
-    return f"http://{host}:{settings.api_port}"
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -112,7 +107,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument(
         "--api-url",
-        default=os.environ.get("API_URL") or default_api_url(Settings()),
+        default=os.environ.get("API_URL") or api_url(Settings()),
         help="where the API answers (API_URL; default from API_HOST/API_PORT)",
     )
     parser.add_argument(
