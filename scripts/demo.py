@@ -15,20 +15,15 @@ ORDERMILL_API_KEY (default: the development client key, omk_dev_client), an oper
 ORDERMILL_OPERATOR_KEY (default: the development operator key) and the carrier's
 webhook secrets from CARRIER_WEBHOOK_SECRETS / CARRIER_WEBHOOK_SECRET (the development default
 when unset). The carrier's webhooks carry only their signature, never an API key.
+
+This file is the entry point; the scenarios and what plays them are in scripts/player/.
 """
 
 import argparse
 import asyncio
-import json
 import os
-import shutil
 import sys
-import time
-import uuid
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # settings.py and friends live at the repository root
@@ -36,380 +31,17 @@ sys.path.insert(0, str(ROOT))  # settings.py and friends live at the repository 
 import httpx  # noqa: E402
 
 from activities.tracking_links import TrackingLinks  # noqa: E402
-from api.signatures import SIGNATURE_HEADER, secrets_from_setting, sign  # noqa: E402
-from models.orders import FINAL_STATUSES, OrderStatus  # noqa: E402
-from models.shipments import CarrierStatus  # noqa: E402
+from api.signatures import secrets_from_setting  # noqa: E402
+from player.board import Board  # noqa: E402
+from player.orders import Demo  # noqa: E402
+from player.parties import Carrier, Operator, problem  # noqa: E402
+from player.scenarios import SCENARIOS  # noqa: E402
+from runner.urls import api_url  # noqa: E402
 from settings import DEV_API_KEY_ENTRIES, Settings  # noqa: E402
 
 # The development keys `make run` prints; ORDERMILL_API_KEY / ORDERMILL_OPERATOR_KEY replace them.
 DEV_CLIENT_KEY = next(e.key for e in DEV_API_KEY_ENTRIES if e.role == "client")
 DEV_OPERATOR_KEY = next(e.key for e in DEV_API_KEY_ENTRIES if e.role == "operator")
-
-ADA = "cus_ada"
-GRACE = "cus_grace"
-NEWBIE = "cus_newbie"  # every order of hers waits for a risk review
-TO_THE_DOOR = [
-    CarrierStatus.PRE_TRANSIT,
-    CarrierStatus.IN_TRANSIT,
-    CarrierStatus.OUT_FOR_DELIVERY,
-    CarrierStatus.DELIVERED,
-]
-BACK_TO_US = [
-    CarrierStatus.PRE_TRANSIT,
-    CarrierStatus.IN_TRANSIT,
-    CarrierStatus.RETURN_TO_SENDER,
-]
-
-
-@dataclass(frozen=True)
-class Scenario:
-    label: str
-    customer_id: str
-    items: list[tuple[str, int]]
-    token: str = "tok_visa"
-    delivery: str = "standard"
-    carrier: list[CarrierStatus] = field(default_factory=list)  # played per parcel once shipped
-    # A parcel that gets a script of its own, by shipment id (`SHP-2`).
-    parcels: dict[str, list[CarrierStatus]] = field(default_factory=dict)
-    cancel: bool = False
-    returns: list[tuple[str, int]] = field(default_factory=list)  # sent back once delivered
-    review: str | None = None  # the operator's decision on its risk review: release or reject
-    restock: bool = False  # the operator receives its backordered stock once it waits
-    replenish: bool = False  # a unit of each line arrives first, so the demo never runs out
-    expect: OrderStatus = OrderStatus.DELIVERED
-
-    def body(self) -> dict[str, Any]:
-        return {
-            "customer_id": self.customer_id,
-            "items": [{"sku": sku, "quantity": quantity} for sku, quantity in self.items],
-            "delivery": self.delivery,
-            "payment": {"token": self.token},
-        }
-
-
-SCENARIOS = [
-    Scenario("paperback, standard", ADA, [("BOOK-DUNE", 1)], carrier=TO_THE_DOOR),
-    Scenario(
-        "two paperbacks, express",
-        GRACE,
-        [("BOOK-NEUROMANCER", 2)],
-        delivery="express",
-        carrier=TO_THE_DOOR,
-    ),
-    Scenario("e-book only", ADA, [("EBOOK-DUNE", 1)]),
-    Scenario(
-        "card declined",
-        GRACE,
-        [("BOOK-DUNE", 1)],
-        token="tok_chargeDeclined",
-        expect=OrderStatus.PAYMENT_DECLINED,
-    ),
-    Scenario(
-        "cancelled by the customer",
-        ADA,
-        [("BOOK-NEUROMANCER", 1)],
-        cancel=True,
-        expect=OrderStatus.CANCELLED,
-    ),
-    Scenario(
-        "flaky card gateway",
-        GRACE,
-        [("BOOK-DUNE", 1)],
-        token="tok_gatewayFlaky",
-        carrier=TO_THE_DOOR,
-    ),
-    Scenario(
-        "two parcels, two warehouses",
-        ADA,
-        [("BOOK-NEUROMANCER", 1), ("BOOK-EARTHSEA", 1)],
-        carrier=TO_THE_DOOR,
-    ),
-    Scenario(
-        "one parcel lost of two",
-        GRACE,
-        [("BOOK-NEUROMANCER", 1), ("BOOK-EARTHSEA", 2)],
-        carrier=TO_THE_DOOR,
-        parcels={"SHP-2": BACK_TO_US},
-        expect=OrderStatus.PARTIALLY_DELIVERED,
-    ),
-    Scenario(
-        "one of two sent back",
-        GRACE,
-        [("BOOK-DUNE", 1), ("BOOK-NEUROMANCER", 1)],
-        carrier=TO_THE_DOOR,
-        returns=[("BOOK-NEUROMANCER", 1)],
-        expect=OrderStatus.PARTIALLY_RETURNED,
-    ),
-    Scenario(
-        "returned to sender",
-        ADA,
-        [("BOOK-DUNE", 1), ("BOOK-NEUROMANCER", 1)],
-        carrier=BACK_TO_US,
-        expect=OrderStatus.DELIVERY_FAILED,
-    ),
-    Scenario(
-        "$1,200 first edition, reviewed",
-        GRACE,
-        [("BOOK-FIRST-EDITION", 1)],
-        carrier=TO_THE_DOOR,
-        review="release",
-        replenish=True,
-    ),
-    Scenario(
-        "new customer, review rejected",
-        NEWBIE,
-        [("BOOK-DUNE", 1)],
-        review="reject",
-        expect=OrderStatus.CANCELLED,
-    ),
-    Scenario(
-        "backordered until restocked",
-        ADA,
-        [("BOOK-PREORDER", 1)],
-        carrier=TO_THE_DOOR,
-        restock=True,
-    ),
-]
-RESTOCK_ATTEMPTS = 5  # receipts for a backorder: older waiting orders are served first
-
-
-class Board:
-    """One line per order: redrawn in place on a terminal, printed on change otherwise."""
-
-    def __init__(self, labels: list[str], *, live: bool) -> None:
-        self.lines = dict.fromkeys(labels, "waiting to be placed")
-        self.live = live
-        self.width = max(map(len, labels)) + 2
-        self._drawn = 0
-
-    def show(self, label: str, text: str) -> None:
-        if self.lines[label] == text:
-            return
-        self.lines[label] = text
-        if self.live:
-            self.redraw()
-        else:
-            print(f"{label:<{self.width}}{text}", flush=True)
-
-    def redraw(self) -> None:
-        # Rows are cut to the terminal's width: a wrapped row would throw the cursor moves off.
-        columns = shutil.get_terminal_size().columns - 1
-        up = f"\033[{self._drawn}F" if self._drawn else ""
-        rows = "".join(
-            "\033[2K" + f"{label:<{self.width}}{text}"[:columns] + "\n"
-            for label, text in self.lines.items()
-        )
-        sys.stdout.write(up + rows)
-        sys.stdout.flush()
-        self._drawn = len(self.lines)
-
-
-class Demo:
-    def __init__(
-        self,
-        http: httpx.AsyncClient,
-        operator: httpx.AsyncClient,
-        carrier: httpx.AsyncClient,
-        secrets: list[str],
-        step: float,
-        board: Board,
-    ):
-        self.http = http  # the shop's client, with its API key
-        self.operator = operator  # the operator: reviews and stock receipts
-        self.carrier = carrier  # the carrier: signed webhooks, no API key
-        self.secrets = secrets
-        self.step = step
-        self.board = board
-        self.placed: dict[int, tuple[str, datetime]] = {}  # scenario number -> id, placed at
-        self.run_id = uuid.uuid4().hex[:8]
-
-    async def play(self, number: int, scenario: Scenario, within: float) -> bool:
-        """Place the scenario's order and carry it to its expected status; True if it got there."""
-
-        def show(text: str) -> None:
-            self.board.show(scenario.label, text)
-
-        if scenario.replenish:
-            for sku, quantity in scenario.items:
-                key = f"demo-{self.run_id}-{number}-{sku}"
-                refused, _ = await self.receive(sku, quantity, key)
-                if refused:
-                    show(refused)
-                    return False
-
-        placed = await self.http.post(
-            "/orders",
-            json=scenario.body(),
-            headers={"Idempotency-Key": f"demo-{self.run_id}-{number}"},
-        )
-        if placed.status_code != 202:
-            show(f"could not be placed: HTTP {placed.status_code} {problem(placed)}")
-            return False
-        order_id = placed.json()["order_id"]
-        self.placed[number] = (order_id, datetime.fromisoformat(placed.json()["placed_at"]))
-        show(f"{order_id}  placed")
-
-        if scenario.cancel:
-            cancelled = await self.http.post(
-                f"/orders/{order_id}/cancel", json={"reason": "changed my mind"}
-            )
-            if cancelled.status_code not in (200, 202):
-                show(f"{order_id}  cancel refused: {problem(cancelled)}")
-                return False
-
-        deadline = time.monotonic() + within
-        scripts: dict[str, list[CarrierStatus]] = {}  # tracking number -> events still to play
-        return_events = list(TO_THE_DOOR)  # the return parcel's way back to the warehouse
-        return_tracking: str | None = None
-        next_event_at = 0.0
-        reviewed, receipts, served = False, 0, False
-        while True:
-            view = (await self.http.get(f"/orders/{order_id}")).json()
-            status = OrderStatus(view["status"])
-            show(f"{order_id}  {describe(view)}")
-            if status is scenario.expect:
-                return True
-            if scenario.review and not reviewed and _open_hold(view, "risk_review"):
-                refused = await self.decide(order_id, scenario.review)
-                if refused:
-                    show(f"{order_id}  {refused}")
-                    return False
-                reviewed = True
-            backordered = status is OrderStatus.BACKORDERED
-            if scenario.restock and backordered and not served and receipts < RESTOCK_ATTEMPTS:
-                # One unit at a time: a receipt serves older waiting orders first.
-                receipts += 1
-                for sku in view["backordered"]:
-                    key = f"demo-{self.run_id}-{number}-{sku}-{receipts}"
-                    refused, filled = await self.receive(sku, 1, key)
-                    if refused:
-                        show(f"{order_id}  {refused}")
-                        return False
-                    served = order_id in filled
-            if status in FINAL_STATUSES:
-                show(f"{order_id}  {describe(view)}  (expected {scenario.expect.value})")
-                return False
-            for shipment in view["shipments"]:
-                if shipment["tracking_number"] and shipment["tracking_number"] not in scripts:
-                    script = scenario.parcels.get(shipment["shipment_id"], scenario.carrier)
-                    scripts[shipment["tracking_number"]] = list(script)
-            if any(scripts.values()) and time.monotonic() >= next_event_at:
-                for tracking, script in scripts.items():
-                    if script:
-                        refused = await self.carrier_reports(tracking, script.pop(0))
-                        if refused:
-                            show(f"{order_id}  {refused}")
-                            return False
-                next_event_at = time.monotonic() + self.step
-            if status is OrderStatus.DELIVERED and scenario.returns and return_tracking is None:
-                asked = await self.http.post(
-                    f"/orders/{order_id}/returns",
-                    json={
-                        "lines": [{"sku": sku, "quantity": n} for sku, n in scenario.returns],
-                        "reason": "damaged",
-                        "resolution": "refund",
-                    },
-                    # Returns move money: a retry of this request must never return twice.
-                    headers={"Idempotency-Key": f"demo-return-{order_id}"},
-                )
-                if asked.status_code != 201:
-                    show(f"{order_id}  return refused: {problem(asked)}")
-                    return False
-                return_tracking = asked.json()["tracking_number"]
-                next_event_at = time.monotonic() + self.step
-            if return_tracking and return_events and time.monotonic() >= next_event_at:
-                refused = await self.carrier_reports(return_tracking, return_events.pop(0))
-                if refused:
-                    show(f"{order_id}  {refused}")
-                    return False
-                next_event_at = time.monotonic() + self.step
-            if time.monotonic() > deadline:
-                show(
-                    f"{order_id}  still {status.value} after {within:.0f}s "
-                    f"(expected {scenario.expect.value})"
-                )
-                return False
-            await asyncio.sleep(0.5)
-
-    async def decide(self, order_id: str, decision: str) -> str | None:
-        """The operator's decision on the order's risk review; why it failed, if it did."""
-        reason = "known customer, address checked" if decision == "release" else "card testing"
-        answer = await self.operator.post(
-            f"/orders/{order_id}/holds/risk_review/{decision}", json={"reason": reason}
-        )
-        if answer.status_code in (200, 202):
-            return None
-        return f"review {decision} refused: HTTP {answer.status_code} {problem(answer)}"
-
-    async def receive(self, sku: str, units: int, key: str) -> tuple[str | None, list[str]]:
-        """Units of `sku` arrive at WH-EAST (a stock receipt): why it failed, if it did, and
-        the backordered orders it served."""
-        answer = await self.operator.post(
-            f"/products/{sku}/stock",
-            json={"warehouse": "WH-EAST", "add": units},
-            headers={"Idempotency-Key": key},
-        )
-        if answer.status_code == 200:
-            return None, answer.json()["filled_orders"]
-        if answer.status_code == 202:
-            return None, []
-        return f"stock receipt refused: HTTP {answer.status_code} {problem(answer)}", []
-
-    async def carrier_reports(self, tracking: str, status: CarrierStatus) -> str | None:
-        """Post one tracking event, signed as the carrier signs; why it was refused, if it was."""
-        event = {
-            "event_id": f"evt_{tracking}_{status.value}",
-            "tracking_number": tracking,
-            "status": status.value,
-            "occurred_at": datetime.now(UTC).isoformat(),
-        }
-        body = json.dumps(event).encode()  # the exact bytes that are signed and sent
-        answer = await self.carrier.post(
-            "/webhooks/carrier",
-            content=body,
-            headers={
-                "Content-Type": "application/json",
-                SIGNATURE_HEADER: sign(body, self.secrets),
-            },
-        )
-        if answer.is_success:
-            return None
-        return f"webhook {status.value} refused: HTTP {answer.status_code} {problem(answer)}"
-
-
-def _open_hold(view: dict[str, Any], code: str) -> bool:
-    return any(h["code"] == code and h["resolution"] is None for h in view.get("holds") or [])
-
-
-def describe(view: dict[str, Any]) -> str:
-    """`shipped  carrier: in_transit  1Z...`: the status and what explains it."""
-    parts = [view["status"]]
-    held = [h["hold_id"] for h in view.get("holds") or [] if h["resolution"] is None]
-    if held:
-        parts.append("held: " + ", ".join(held))
-    if view.get("reason"):
-        parts.append(f"{view['reason']['code']}: {view['reason']['detail']}")
-    for shipment in view.get("shipments") or []:
-        if shipment["tracking_number"]:
-            state = shipment.get("status") or "booked"
-            parts.append(f"{shipment['shipment_id']}: {state} {shipment['tracking_number']}")
-    for ret in view.get("returns") or []:
-        parts.append(f"return {ret['return_id']}: {ret['status']}")
-    return "  ".join(parts)
-
-
-def problem(response: httpx.Response) -> str:
-    """The `detail` of an RFC 9457 problem answer, or the start of whatever else came back."""
-    try:
-        return str(response.json().get("detail") or response.text[:200])
-    except ValueError:
-        return response.text[:200]
-
-
-def default_api_url(settings: Settings) -> str:
-    host = settings.api_host
-    host = "localhost" if host in ("0.0.0.0", "::", "127.0.0.1", "::1", "") else host
-    return f"http://{host}:{settings.api_port}"
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -451,7 +83,7 @@ async def main_async(args: argparse.Namespace) -> int:
         board = Board([s.label for s in SCENARIOS], live=sys.stdout.isatty())
         if board.live:
             board.redraw()
-        demo = Demo(http, operator, carrier, secrets, args.step, board)
+        demo = Demo(http, Operator(operator), Carrier(carrier, secrets), args.step, board)
         results = await asyncio.gather(
             *(demo.play(n, s, args.timeout) for n, s in enumerate(SCENARIOS, 1))
         )
@@ -475,7 +107,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument(
         "--api-url",
-        default=os.environ.get("API_URL") or default_api_url(Settings()),
+        default=os.environ.get("API_URL") or api_url(Settings()),
         help="where the API answers (API_URL; default from API_HOST/API_PORT)",
     )
     parser.add_argument(
