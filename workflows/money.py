@@ -4,10 +4,10 @@ One live authorization per order; each parcel's capture at its hand-over, with i
 idempotency key; never more captured than authorized, never more refunded than captured. All of
 it under one lock, because an Update's refund may wait here while a parcel's capture runs.
 
-Card authorizations expire (a week, at most processors). While the order waits on a hold, a
-background renewal replaces the live authorization before it expires: a new one, then a void of
-the old, each on the timeline. Money calls wait for a renewal in progress, and a renewal for
-the calls in flight, so a capture always goes to the authorization that is live.
+Card authorizations expire (a week, at most processors): while the order waits on a hold,
+workflows/renewal.py replaces the live one before it expires. Money calls wait for a renewal in
+progress, and a renewal for the calls in flight, so a capture always goes to the authorization
+that is live.
 """
 
 import asyncio
@@ -42,6 +42,7 @@ from models.orders import (
 from workflows import metrics, policies, rules
 from workflows.holds import HoldRejected, Holds
 from workflows.journal import Journal
+from workflows.renewal import AuthorizationRenewal
 
 
 class _Amounted(Protocol):
@@ -60,16 +61,17 @@ class Money:
     def __init__(self, journal: Journal, holds: Holds, timeouts: OrderTimeouts) -> None:
         self._journal = journal
         self._holds = holds
-        self._renew_margin = timeouts.auth_renew_margin
         self._lock = asyncio.Lock()
         self._token: str | None = None
         self._authorize_keys: dict[str, str] = {}  # authorization id -> its authorize key
-        self._in_flight = 0  # money calls running now; a renewal waits for them
-        self._renewing = False
-        self._watcher: asyncio.Task[None] | None = None
-        # Set when a renewal was declined: the order cannot keep its payment while it waits.
-        self.renewal_declined: Problem | None = None
-        holds.on_wait = self._watch
+        self.in_flight = 0  # money calls running now; a renewal waits for them
+        self._renewal = AuthorizationRenewal(self, journal, holds, timeouts.auth_renew_margin)
+        holds.on_wait = self._renewal.watch
+
+    @property
+    def renewal_declined(self) -> Problem | None:
+        """Why a renewal was declined: the order cannot keep its payment while it waits."""
+        return self._renewal.declined
 
     @property
     def payment(self) -> PaymentSummary:
@@ -86,7 +88,7 @@ class Money:
             (a for a in self.payment.authorizations if a.status is AuthorizationStatus.LIVE), None
         )
 
-    def _captured_on(self, authorization_id: str) -> int:
+    def captured_on(self, authorization_id: str) -> int:
         return sum(
             c.amount for c in self.payment.captures if c.authorization_id == authorization_id
         )
@@ -104,11 +106,11 @@ class Money:
         totals = self._journal.view.totals
         assert totals is not None
         self._token = token
-        authorization = await self._authorize(totals.total)
+        authorization = await self.authorize_amount(totals.total)
         self.payment.authorized = authorization.amount
         self._journal.append("payment_authorized", money(authorization.amount, totals.currency))
 
-    async def _authorize(self, amount: int) -> AuthorizationView:
+    async def authorize_amount(self, amount: int) -> AuthorizationView:
         view = self._journal.view
         assert self._token is not None and view.totals is not None
         currency = view.totals.currency
@@ -166,7 +168,7 @@ class Money:
 
     async def _gate(self) -> None:
         """A money call waits while the authorization is being replaced."""
-        await workflow.wait_condition(lambda: not self._renewing)
+        await workflow.wait_condition(lambda: not self._renewal.renewing)
 
     async def capture(self, amount: int, shipment_id: str | None) -> None:
         """Take a parcel's share from the live authorization, bounded by what it still holds.
@@ -195,7 +197,7 @@ class Money:
                         "no live card authorization", AUTHORIZATION_EXPIRED, type=PAYMENT_DECLINED
                     )
                 charged.append(live.authorization_id)
-                self._in_flight += 1
+                self.in_flight += 1
                 try:
                     return await self._pay(
                         "capture",
@@ -211,7 +213,7 @@ class Money:
                         what,
                     )
                 finally:
-                    self._in_flight -= 1
+                    self.in_flight -= 1
 
             try:
                 result = await self._holds.attempt(
@@ -239,7 +241,7 @@ class Money:
                 )
             )
             live = self.live
-            if live is not None and self._captured_on(live.authorization_id) >= live.amount:
+            if live is not None and self.captured_on(live.authorization_id) >= live.amount:
                 live.status = AuthorizationStatus.CAPTURED
             self._journal.append("payment_captured", f"{money(result.amount)} {shipment_id}")
 
@@ -251,7 +253,7 @@ class Money:
             if live is None or (not cancelled and self.uncaptured <= 0):
                 return
             what = "Void the card authorization" if cancelled else "Release the uncaptured rest"
-            released = await self._void(live, what)
+            released = await self.void(live, what)
             if released is None:
                 return  # an operator gave the void up: the authorization lapses by itself
             self.payment.released += released
@@ -260,13 +262,13 @@ class Money:
                 "payment_voided" if cancelled else "payment_released", money(released)
             )
 
-    async def _void(self, authorization: AuthorizationView, what: str) -> int | None:
+    async def void(self, authorization: AuthorizationView, what: str) -> int | None:
         """Void one authorization; what it gave back (all it held uncaptured, if it had
         lapsed already), or None if an operator gave the void up."""
         authorize_key = self._authorize_keys[authorization.authorization_id]
         key = str(workflow.uuid4())
-        left = authorization.amount - self._captured_on(authorization.authorization_id)
-        self._in_flight += 1
+        left = authorization.amount - self.captured_on(authorization.authorization_id)
+        self.in_flight += 1
         try:
             result = await self._holds.attempt(
                 what,
@@ -292,86 +294,12 @@ class Money:
             self._journal.append("authorization_expired", authorization.authorization_id)
             return left
         finally:
-            self._in_flight -= 1
-        captured = self._captured_on(authorization.authorization_id)
+            self.in_flight -= 1
+        captured = self.captured_on(authorization.authorization_id)
         authorization.status = (
             AuthorizationStatus.CAPTURED if captured > 0 else AuthorizationStatus.VOIDED
         )
         return result.amount
-
-    # ---- keeping the authorization alive while the order waits -----------------------------
-
-    def _watch(self) -> None:
-        """A hold started waiting: renew the authorization before it expires, while any does."""
-        if self._watcher is None or self._watcher.done():
-            self._watcher = asyncio.create_task(self._keep_live())
-
-    async def _keep_live(self) -> None:
-        while self._holds.open and self.renewal_declined is None:
-            live = self.live
-            if live is None or live.expires_at is None or self.uncaptured <= 0:
-                return
-            delay = live.expires_at - self._renew_margin - workflow.now()
-            if delay.total_seconds() > 0:
-                try:
-                    await workflow.wait_condition(
-                        lambda live=live: not self._holds.open or self.live is not live,  # type: ignore[misc]
-                        timeout=delay,
-                        timeout_summary=f"renew {live.authorization_id} before it expires",
-                    )
-                    continue  # the wait ended, or another authorization took over
-                except TimeoutError:
-                    pass
-            await self._renew(live)
-
-    async def _renew(self, old: AuthorizationView) -> None:
-        """A new authorization for what the old one still holds, then a void of the old."""
-        self._renewing = True
-        try:
-            await workflow.wait_condition(lambda: self._in_flight == 0)
-            amount = old.amount - self._captured_on(old.authorization_id)
-            if amount <= 0 or old.status is not AuthorizationStatus.LIVE:
-                return
-            try:
-                new = await self._authorize(amount)
-            except HoldRejected as rejected:
-                self._renewal_declined(old, Problem(code="renewal_failed", detail=rejected.reason))
-                return
-            except ActivityError as err:
-                problem = policies.business_problem(err, PAYMENT_DECLINED)
-                if problem is None:
-                    raise
-                self._renewal_declined(old, problem)
-                return
-            self._journal.append(
-                "authorization_renewed",
-                f"{new.authorization_id} replaces {old.authorization_id}",
-            )
-            # Never captured from again, whatever the void answers.
-            old.status = AuthorizationStatus.VOIDED
-            released = await self._void(old, f"Void {old.authorization_id}, replaced by a renewal")
-            if released is None:
-                # An operator gave the void up: the processor lets it lapse by itself.
-                old.status = AuthorizationStatus.EXPIRED
-                self._journal.append("authorization_left_to_lapse", old.authorization_id)
-            elif old.status is not AuthorizationStatus.EXPIRED:
-                old.status = AuthorizationStatus.VOIDED
-                self._journal.append("authorization_voided", old.authorization_id)
-            await self._journal.record(
-                f"Renewed the card authorization: {new.authorization_id} replaces "
-                f"{old.authorization_id}"
-            )
-        finally:
-            self._renewing = False
-
-    def _renewal_declined(self, old: AuthorizationView, problem: Problem) -> None:
-        self.renewal_declined = problem
-        self._journal.append(
-            "authorization_renewal_declined", f"{old.authorization_id}: {problem.detail}"
-        )
-        if not self._holds.handed_over:
-            # Nothing has left: the order cannot be paid for, and ends (payment_declined).
-            self._holds.reject_all("the card authorization could not be renewed")
 
     # ---- refunds ----------------------------------------------------------------------------
 
@@ -409,7 +337,7 @@ class Money:
             remaining = amount
             for authorization in payment.authorizations:
                 charged_to = authorization.authorization_id
-                refundable = self._captured_on(charged_to) - self._refunded_on(charged_to)
+                refundable = self.captured_on(charged_to) - self._refunded_on(charged_to)
                 part = min(remaining, refundable)
                 if part <= 0:
                     continue
