@@ -23,7 +23,7 @@ from sqlmodel import Session
 from temporalio import activity
 
 from activities.downloads import DownloadLinks
-from activities.email_sender import EmailSender, outbox_row
+from activities.email_sender import EMAIL_POLICY, EmailSender, outbox_row
 from activities.email_templates import render, render_support_inquiry
 from activities.tracking_links import TrackingLinks
 from models.activities import (
@@ -141,7 +141,7 @@ class Mailer:
         body: str,
         reply_to: str | None = None,
     ) -> EmailMessage:
-        message = EmailMessage()
+        message = EmailMessage(policy=EMAIL_POLICY)
         message["From"] = self._sender
         message["To"] = to
         if reply_to:

@@ -4,7 +4,7 @@ import dataclasses
 from datetime import UTC, datetime, timedelta
 from email import policy
 from email.message import EmailMessage
-from email.parser import BytesParser
+from email.parser import BytesParser, Parser
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -14,7 +14,7 @@ from sqlmodel import Session, select, update
 from temporalio.testing import ActivityEnvironment
 
 from activities.downloads import DownloadLinks
-from activities.email_sender import Delivery, deliver, outbox_row
+from activities.email_sender import EMAIL_POLICY, Delivery, deliver, outbox_row
 from activities.email_templates import TEMPLATES, render
 from activities.notifications import Mailer, NotificationActivities, OutboxNotifier
 from models.activities import DIGITAL_DELIVERY_EVENT, EmailKind, OrderEmail, SupportInquiryInput
@@ -199,6 +199,18 @@ def test_the_message_id_is_the_same_for_every_attempt_at_one_email() -> None:
     again = compose(email(EmailKind.SHIPPED, "SHP-1"), order_view())
     other = compose(email(EmailKind.SHIPPED, "SHP-2"), order_view())
     assert first["Message-ID"] == again["Message-ID"] != other["Message-ID"]
+
+
+def test_composing_and_reading_back_reuse_each_headers_class() -> None:
+    # The standard registry builds a class per header made; ours builds each one once.
+    first = mailer().order_email(email(EmailKind.CONFIRMATION), order_view("o-1"))
+    second = mailer().order_email(email(EmailKind.CONFIRMATION), order_view("o-2"))
+    assert type(first["Subject"]) is type(second["Subject"])
+    read_back = Parser(_class=EmailMessage, policy=EMAIL_POLICY).parsestr(first.as_string())
+    assert type(read_back["Subject"]) is type(first["Subject"])
+    assert read_back["Subject"] == first["Subject"] and read_back.get_content() == (
+        first.get_content()
+    )
 
 
 def test_a_support_inquiry_is_forwarded_once_however_often_retried(engine: Engine) -> None:
