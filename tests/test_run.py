@@ -14,6 +14,8 @@ import signal
 import socket
 import sys
 from collections.abc import Iterator
+from email import policy
+from email.parser import BytesParser
 from pathlib import Path
 
 import httpx
@@ -186,6 +188,16 @@ async def test_runs_restarts_stops_cleanly_and_keeps_orders(tmp_path: Path) -> N
                 return str((await http.get(f"/orders/{order_id}")).json()["status"])
 
             await eventually(status, lambda s: s == "shipped", within=30)
+
+            # Its emails link to the tracking page on the port this run serves, not 8000's.
+            async def emails() -> list[str]:
+                return [
+                    BytesParser(policy=policy.default).parsebytes(path.read_bytes()).get_content()
+                    for path in (data_dir / "outbox").glob(f"{order_id}_*.eml")
+                ]
+
+            sent = await eventually(emails, bool, what="the order's first email")
+            assert all(f"{api}/track/{order_id}?" in body for body in sent), sent
             metrics = f"http://{env['WORKER_METRICS_ADDRESS']}/metrics"
             assert metrics in run.output  # the banner says where
             served = await http.get(metrics)

@@ -7,6 +7,7 @@ from pydantic import ValidationError
 
 from encryption import codec_from_settings
 from runner.output import log
+from runner.urls import api_url
 from settings import Settings
 
 # Served by the worker under `make run` (elsewhere only when set): Prometheus's usual port.
@@ -38,15 +39,24 @@ def apply_run_defaults(settings: Settings) -> bool:
     # TEMPORAL_ADDRESS set (environment or .env) means "use that server", else start our own.
     # Read before the assignment below, which would count as set.
     own_temporal = "temporal_address" not in settings.model_fields_set
+    given = settings.model_fields_set.__contains__
     if own_temporal:
         settings.temporal_address = f"localhost:{settings.temporal_port}"
-    if "worker_metrics_address" not in settings.model_fields_set:
+        if not given("temporal_ui_url"):
+            # The console's links to an order's history go to the UI this run starts.
+            settings.temporal_ui_url = f"http://localhost:{settings.temporal_ui_port}"
+    if not given("public_base_url"):
+        # The emails' tracking links go to the API this run starts, on whatever port.
+        settings.public_base_url = api_url(settings)
+    if not given("worker_metrics_address"):
         settings.worker_metrics_address = DEFAULT_WORKER_METRICS
     return own_temporal
 
 
 def child_env(settings: Settings, *, own_temporal: bool) -> dict[str, str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env["PUBLIC_BASE_URL"] = settings.public_base_url
+    env["TEMPORAL_UI_URL"] = settings.temporal_ui_url
     if own_temporal:
         env["TEMPORAL_ADDRESS"] = settings.temporal_address
     if settings.worker_metrics_address:
