@@ -12,6 +12,7 @@ STAMP := $(VENV)/.installed
 .PHONY: help install run worker api schedule demo test lint format bench clean
 
 help:
+	@echo "make install create .venv and install ordermill and its tools (any target does it once)"
 	@echo "make run     start Temporal, the worker and the API (Ctrl-C stops all)"
 	@echo "make test    run the whole test suite"
 	@echo "make lint    ruff and mypy"
