@@ -6,7 +6,10 @@ letting running activities finish within the graceful shutdown timeout.
 
 import asyncio
 import logging
+import os
 import signal
+import sys
+import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -203,14 +206,25 @@ def main() -> None:
     workflow.logger.workflow_info_on_message = False
     activity.logger.activity_info_on_message = False
     logging.getLogger("alembic").setLevel(logging.WARNING)  # the schema check's chatter
+    code = 0
     try:
         asyncio.run(run_worker(Settings()))
     except SchemaNotCurrent as err:
         log.error("worker not started: %s", err)
-        raise SystemExit(2) from None
+        code = 2
     except TemporalUnreachable as err:
         log.error("worker not started: %s", err)
-        raise SystemExit(1) from None
+        code = 1
+    except Exception:  # a bug of ours, or settings that do not parse: show where
+        traceback.print_exc()
+        code = 1
+    # A process that used a Temporal client can abort at interpreter exit (sdk-python #300,
+    # "Fatal Python error: PyGILState_Release"), turning a clean stop or a clear refusal into
+    # SIGABRT: leave without running the interpreter's exit, once the logs are out.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
