@@ -4,6 +4,8 @@ A `PayloadCodec` seals each payload with AES-256-GCM under the current key and t
 the key's id; older keys stay listed to read what they sealed, so keys can rotate without
 breaking running orders. Payloads written before encryption was turned on pass through.
 Search attributes are not payloads: they stay plain and hold only status and customer id.
+`data_converter` is how every client and worker of ordermill turns payloads into models: with
+Pydantic, sealed by the codec when there is one.
 """
 
 import base64
