@@ -43,7 +43,7 @@ class _HeaderClasses(HeaderRegistry):
     """The standard header registry, building each header's class once.
 
     The standard one builds a new class with `type()` for every header it makes, on every
-    email composed, read back or sent: about a third of those steps' CPU.
+    email composed, read back or sent, and the headers' classes never change.
     """
 
     def __init__(self) -> None:
