@@ -31,6 +31,7 @@ from temporalio.service import RPCError
 from tqdm import tqdm
 
 from api.signatures import SIGNATURE_HEADER, sign
+from bench import steps
 from bench.shape import AWAITING, DELIVERED, DELIVERED_SIGNAL, STAGE_QUERY, BareOrder
 from models.orders import FINAL_STATUSES, OrderStatus
 from models.wire import ORDER_STATUS
@@ -39,7 +40,7 @@ ORDER_DEADLINE = 300.0  # seconds one order may take before it counts as failed
 PLACING_LANES = 8  # enough to keep the open orders' window full, few enough to stay light
 MAX_ERRORS_KEPT = 10
 
-ORDER = {
+ORDER: dict[str, Any] = {
     "customer_id": "cus_ada",
     "items": [{"sku": "BOOK-DUNE", "quantity": 1}],
     "delivery": "standard",
@@ -145,6 +146,38 @@ class CeilingDriver:
             except RPCError:
                 pass  # not queryable before its first workflow task: poll again
             await asyncio.sleep(interval)
+
+
+class StepsDriver:
+    """A bench order's steps, bare (bench/steps.py): started and signalled like the ceiling's,
+    but polled with `describe`, which the server answers alone, so that its worker's CPU is
+    the steps' and nothing else's, as ordermill's polls cost its worker nothing."""
+
+    def __init__(self, client: Client, task_queue: str, *, poll: float):
+        self.client = client
+        self.task_queue = task_queue
+        self.poll = poll
+        self.run_id = uuid.uuid4().hex[:8]
+
+    async def order(self, i: int) -> Timing:
+        began = time.perf_counter()
+        handle = await self.client.start_workflow(
+            steps.STEPS_WORKFLOW,
+            f"{self.run_id}-{i}",
+            id=f"bench-steps-{self.run_id}-{i}",
+            task_queue=self.task_queue,
+        )
+        timing = Timing(start=time.perf_counter() - began, order_id=handle.id)
+        while True:  # polled as ordermill's orders are: nothing signals the bench
+            status = (await handle.describe()).typed_search_attributes.get(ORDER_STATUS)
+            if status == steps.SHIPPED:
+                break
+            await asyncio.sleep(self.poll)
+        sent = time.perf_counter()
+        await handle.signal(steps.DELIVERED_SIGNAL)
+        await handle.result()
+        timing.deliver = time.perf_counter() - sent
+        return timing
 
 
 class StartProbe:

@@ -2,7 +2,9 @@
 
 1. Starts an isolated stack (bench/stack.py) unless --api-url/--temporal-address name one.
 2. Ceiling: --orders bare workflows of an order's shape (bench/shape.py) at --concurrency,
-   through the Temporal client, on a worker of their own in this process.
+   through the Temporal client, on a worker of their own in this process. Then, on our own
+   stack, as many workflows of a bench order's exact steps as no-ops (bench/steps.py) on a worker
+   process of their own: the SDK's cost for those steps, the floor under ordermill's worker.
 3. ordermill: as many real orders through POST /orders, each delivered by a signed carrier
    webhook as soon as it is `shipped`, at the same concurrency. Meanwhile a raw start_workflow
    a second (StartProbe) shows what a start costs under that load, without the API.
@@ -38,6 +40,7 @@ from bench.drivers import (
     Meter,
     OrdermillDriver,
     StartProbe,
+    StepsDriver,
     Timing,
     api_headers,
     place_waiting_orders,
@@ -201,6 +204,18 @@ async def measure(args: argparse.Namespace, endpoints: Endpoints) -> dict[str, A
         bare = await phase("ceiling", n, c, ceiling.order)
         ceiling_cpu = cpu_ms_per_order(cpu_before, meter.cpu_seconds(), len(bare.timings))
 
+    # ---- a bench order's steps, bare, on a worker process of their own (our own stack only)
+    steps: Lanes | None = None
+    steps_cpu: dict[str, float] = {}
+    if endpoints.steps_pid is not None and endpoints.steps_task_queue is not None:
+        steps_meter = Meter({"steps": endpoints.steps_pid})
+        floor = StepsDriver(client, endpoints.steps_task_queue, poll=args.poll)
+        if args.warmup:
+            await phase("order's steps warm-up", args.warmup, c, floor.order)
+        cpu_before = steps_meter.cpu_seconds()
+        steps = await phase("order's steps, bare", n, c, floor.order)
+        steps_cpu = cpu_ms_per_order(cpu_before, steps_meter.cpu_seconds(), len(steps.timings))
+
     limits = httpx.Limits(max_connections=2 * c + 8, max_keepalive_connections=2 * c + 8)
     async with httpx.AsyncClient(
         base_url=endpoints.api_url, headers=api_headers(), timeout=30.0, limits=limits
@@ -276,6 +291,7 @@ async def measure(args: argparse.Namespace, endpoints: Endpoints) -> dict[str, A
             "stack_settings": args.set,
             "command": "python -m bench " + " ".join(sys.argv[1:]),
             "pids": pids,
+            "steps_pid": endpoints.steps_pid,
             "workers": args.workers,
             "pinned": args.pin,
         },
@@ -290,6 +306,16 @@ async def measure(args: argparse.Namespace, endpoints: Endpoints) -> dict[str, A
             "delivered_ms": lat["ceiling_delivered"],
             "polls_per_order": _per(ceiling.polls, n),
             "cpu_ms_per_order": ceiling_cpu,
+        },
+        "steps": None
+        if steps is None
+        else {
+            "done": len(steps.timings),
+            "failed": steps.failed,
+            "errors": steps.errors,
+            "wall_s": round(steps.wall, 2),
+            "orders_per_s": round(steps.per_second, 2),
+            "worker_cpu_ms_per_order": steps_cpu.get("steps"),
         },
         "ordermill": {
             "done": len(real.timings),
@@ -310,6 +336,8 @@ async def measure(args: argparse.Namespace, endpoints: Endpoints) -> dict[str, A
             "start_p99": ratio(lat["post"]["p99"], lat["raw_start"]["p99"]),
             "start_p50_same_time": ratio(lat["post"]["p50"], lat["probe_start"]["p50"]),
             "delivered_p50": ratio(lat["delivered"]["p50"], lat["ceiling_delivered"]["p50"]),
+            "server_cpu": ratio(ordermill_cpu.get("server"), ceiling_cpu.get("server")),
+            "worker_cpu_over_steps": ratio(ordermill_cpu.get("worker"), steps_cpu.get("steps")),
         },
         "open_orders": {
             "count": len(waiting.timings),  # waiting when memory was measured
@@ -366,7 +394,11 @@ async def amain(args: argparse.Namespace) -> int:
     )
     print(table(results), flush=True)
     say(f"wrote {args.out / 'results.json'} and {args.out / 'latency.png'}")
-    failed = sum(results[part]["failed"] for part in ("ceiling", "ordermill", "open_orders"))
+    failed = sum(
+        results[part]["failed"]
+        for part in ("ceiling", "steps", "ordermill", "open_orders")
+        if results[part] is not None
+    )
     return 1 if failed else 0
 
 

@@ -18,6 +18,7 @@ import socket
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,9 @@ class Endpoints:
     server: str  # "sqlite-file", "in-memory" or "external"
     pids: dict[str, int] = field(default_factory=dict)  # "server", "worker", "api"
     database_url: str | None = None  # ordermill's own database, when the stack is ours
+    # The worker of a bench order's steps, bare (bench/steps.py), when the stack is ours.
+    steps_pid: int | None = None
+    steps_task_queue: str | None = None
 
 
 def free_port() -> int:
@@ -231,9 +235,18 @@ class OwnStack:
             ],
             env,
         )
+        steps_queue = f"bench-steps-{uuid.uuid4().hex[:8]}"
+        steps = _Child(
+            "steps-worker",
+            [*self._on_cpu(1), sys.executable, "-m", "bench.steps", address, steps_queue],
+            env,
+            ROOT,  # bench/ is not installed: it imports from the checkout
+        )
+        self.children.append(steps)
         await worker.start(self.log_dir)
         await api.start(self.log_dir)
-        await self._wait_for_api(api_url, [server, worker, api])
+        await steps.start(self.log_dir)
+        await self._wait_for_api(api_url, [server, worker, api, steps])
         pids = {}
         for child in (server, worker, api):
             assert child.proc is not None
@@ -245,6 +258,8 @@ class OwnStack:
             server="in-memory" if self.in_memory else "sqlite-file",
             pids=pids,
             database_url=f"sqlite:///{data_dir / 'ordermill.db'}",
+            steps_pid=steps.proc.pid if steps.proc else None,
+            steps_task_queue=steps_queue,
         )
 
     def _on_cpu(self, cpu: int) -> list[str]:

@@ -1,7 +1,8 @@
 """`make bench` in miniature, so the benchmark never rots: its own stack on free ports, three
 orders of each kind, five open orders, on two worker processes (pinned to CPUs where it can).
-It checks that every figure is written, that no order took effect twice, and that the process
-exits 0, leaving no process of its stack behind; it never looks at how fast anything was.
+It checks that every figure is written (the order's steps, bare, included), that no order took
+effect twice, and that the process exits 0, leaving no process of its stack behind; it never
+looks at how fast anything was.
 """
 
 import json
@@ -28,6 +29,11 @@ FIGURES = [
     "ordermill.delivered_ms.p50",
     "ordermill.delivered_ms.p99",
     "ordermill.polls_per_order",
+    "ordermill.cpu_ms_per_order.worker",
+    "steps.orders_per_s",
+    "steps.worker_cpu_ms_per_order",
+    "ratios.worker_cpu_over_steps",
+    "ratios.server_cpu",
     "ratios.orders_per_s",
     "ratios.start_p50",
     "open_orders.worker_rss_mb",
@@ -73,6 +79,7 @@ def test_bench_runs_end_to_end_and_writes_every_figure(tmp_path: Path) -> None:
     missing = [name for name in FIGURES if not isinstance(figure(results, name), int | float)]
     assert not missing, f"figures missing from results.json: {missing}\n{output}"
     assert results["ordermill"]["done"] == 3
+    assert results["steps"]["done"] == 3 and results["steps"]["failed"] == 0
     assert results["open_orders"]["count"] == 5
     assert [t["met"] for t in results["targets"]].count(None) == 0
     assert (out / "latency.png").stat().st_size > 0
@@ -83,7 +90,7 @@ def test_bench_runs_end_to_end_and_writes_every_figure(tmp_path: Path) -> None:
         "parcels_captured_twice": 0,
         "lines_committed_twice": 0,
     }
-    stack = results["config"]["pids"]
-    assert set(stack) == {"server", "worker", "api"}
+    stack = results["config"]["pids"] | {"steps worker": results["config"]["steps_pid"]}
+    assert set(stack) == {"server", "worker", "api", "steps worker"}
     left = {name: pid for name, pid in stack.items() if psutil.pid_exists(pid)}
     assert not left, f"the bench left processes behind: {left}"
