@@ -90,9 +90,21 @@ def table(results: dict[str, Any]) -> str:
     c, o, r = results["ceiling"], results["ordermill"], results["ratios"]
     op = results["open_orders"]
     cfg = results["config"]
+    steps = results.get("steps")
     rows: list[tuple[str, str, str, str]] = [
         ("", "ceiling", "ordermill", "ratio"),
         ("orders/s", _fmt(c["orders_per_s"]), _fmt(o["orders_per_s"]), _fmt(r["orders_per_s"])),
+    ]
+    if steps is not None:
+        rows.append(
+            (
+                "  vs the order's own steps, bare",
+                _fmt(steps["orders_per_s"]),
+                _fmt(o["orders_per_s"]),
+                _fmt(ratio(o["orders_per_s"], steps["orders_per_s"])),
+            )
+        )
+    rows += [
         (
             "start p50 / p99 ms (raw start vs POST)",
             _pair(c["start_ms"]),
@@ -124,8 +136,8 @@ def table(results: dict[str, Any]) -> str:
             _fmt(ratio(o["polls_per_order"], c["polls_per_order"])),
         ),
     ]
-    # The ceiling's worker runs inside the bench process, so it is counted under "bench"; the
-    # worker's own yardstick is the order's steps as no-ops, on a worker process of their own.
+    # The ceiling has no API, and its worker runs inside the bench process (counted under
+    # "bench"): the worker's yardstick is the order's steps as no-ops, in a process of their own.
     for proc, label in (
         ("server", "server"),
         ("worker", "worker"),
@@ -133,16 +145,15 @@ def table(results: dict[str, Any]) -> str:
         ("bench", "bench (+ ceiling worker)"),
     ):
         cc, oc = c["cpu_ms_per_order"].get(proc), o["cpu_ms_per_order"].get(proc)
-        if proc == "worker":
+        if proc in ("worker", "api"):
             cc = None
         if cc is None and oc is None:
             continue
         rows.append((f"  CPU ms/order: {label}", _fmt(cc), _fmt(oc), _fmt(ratio(oc, cc))))
-    steps = results.get("steps")
     if steps is not None:
         rows.append(
             (
-                "  CPU ms/order: worker vs its steps bare",
+                "  CPU ms/order: worker vs the steps bare",
                 _fmt(steps["worker_cpu_ms_per_order"]),
                 _fmt(o["cpu_ms_per_order"].get("worker")),
                 _fmt(r.get("worker_cpu_over_steps")),
