@@ -18,9 +18,11 @@ from typing import Any
 from sqlalchemy import Engine
 from temporalio import activity, workflow
 from temporalio.client import Client
+from temporalio.common import MetricMeter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
+from activities import cpu
 from activities.customers import CustomerActivities
 from activities.downloads import DownloadActivities, DownloadLinks
 from activities.email_sender import EmailSender
@@ -63,8 +65,12 @@ def build_notifier(settings: Settings) -> Notifier:
     return OutboxNotifier(settings.outbox_dir)
 
 
-def build_email_sender(settings: Settings, engine: Engine) -> EmailSender:
-    return EmailSender(engine, build_notifier(settings).send, lease=settings.email_send_lease)
+def build_email_sender(
+    settings: Settings, engine: Engine, meter: MetricMeter = MetricMeter.noop
+) -> EmailSender:
+    return EmailSender(
+        engine, build_notifier(settings).send, lease=settings.email_send_lease, meter=meter
+    )
 
 
 def build_activities(
@@ -140,6 +146,7 @@ def build_worker(
         max_concurrent_activities=settings.activity_threads,
         max_concurrent_local_activities=settings.activity_threads,
         max_cached_workflows=settings.workflow_cache_size,
+        interceptors=[cpu.ActivityCpuInterceptor()],
         graceful_shutdown_timeout=timedelta(seconds=10),
     )
 
@@ -154,7 +161,11 @@ def metrics_runtime(address: str | None) -> Runtime | None:
         counters_total_suffix=True,
         unit_suffix=True,
         durations_as_seconds=True,
-        histogram_bucket_overrides={metrics.STAGE_DURATION: list(metrics.STAGE_BUCKETS_SECONDS)},
+        histogram_bucket_overrides={
+            metrics.STAGE_DURATION: list(metrics.STAGE_BUCKETS_SECONDS),
+            cpu.ACTIVITY_CPU: list(cpu.CPU_BUCKETS_SECONDS),
+            cpu.EMAIL_CPU: list(cpu.CPU_BUCKETS_SECONDS),
+        },
     )
     return Runtime(telemetry=TelemetryConfig(metrics=prometheus))
 
@@ -163,9 +174,10 @@ async def run_worker(settings: Settings) -> None:
     settings.check_production_ready()
     engine = open_database(settings.effective_database_url)  # never changes the schema
     provider = tracer_provider(settings, WORKER_SERVICE)
+    runtime = metrics_runtime(settings.worker_metrics_address)
     client = await connect_temporal(
         settings,
-        metrics_runtime(settings.worker_metrics_address),
+        runtime,
         tracer_provider=provider,
         wait=settings.temporal_connect_timeout,
     )
@@ -178,7 +190,9 @@ async def run_worker(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    sender = build_email_sender(settings, engine)
+    sender = build_email_sender(
+        settings, engine, runtime.metric_meter if runtime else MetricMeter.noop
+    )
     sender.start()  # sends at once what an earlier worker recorded and did not send
     with ThreadPoolExecutor(max_workers=settings.activity_threads) as executor:
         worker = build_worker(client, settings, engine, executor, sender)

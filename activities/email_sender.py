@@ -27,7 +27,9 @@ from enum import StrEnum
 from typing import ParamSpec, TypeVar
 
 from sqlalchemy import ColumnElement, Engine, Table, or_, select, update
+from temporalio.common import MetricMeter
 
+from activities import cpu
 from models.tables import SentEmail, utcnow
 
 log = logging.getLogger("ordermill.email")
@@ -186,6 +188,7 @@ class EmailSender:
     sweep_every: float = 2.0
     lease: timedelta = LEASE
     at_once: int = 4
+    meter: MetricMeter = MetricMeter.noop  # the worker's, for each delivery's CPU
 
     def __post_init__(self) -> None:
         self._keys: queue.Queue[str] = queue.Queue()
@@ -236,9 +239,11 @@ class EmailSender:
         self._pool.submit(self._deliver, key)
 
     def _deliver(self, key: str) -> None:
+        started = time.thread_time()
         try:
             _quietly(deliver, self.engine, self.send, key, lease=self.lease)
         finally:
+            cpu.email_delivered(self.meter, time.thread_time() - started)
             with self._lock:
                 self._in_hand.discard(key)
 

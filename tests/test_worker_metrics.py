@@ -1,4 +1,5 @@
-"""The worker's Prometheus endpoint: the SDK's own metrics and ordermill's, through one meter.
+"""The worker's Prometheus endpoint: the SDK's own metrics and ordermill's, through one meter,
+with the CPU each of ordermill's steps cost the worker.
 
 An order counts once when it finishes, however often its history is replayed: a replay of
 each finished history afterwards adds nothing. (With no workflow cache a task that evicts its
@@ -7,17 +8,26 @@ run, so the orders run cached here, as the worker runs them.)
 """
 
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
+from database import init_database
+from encryption import data_converter
 from models.holds import HoldResolution
-from tests.conftest import free_port
+from models.orders import OrderItem, OrderStatus, OrderView, PaymentMethod, PlaceOrderInput
+from models.wire import QUERY_STATUS
+from settings import Settings
+from temporal_client import start_order
+from tests.conftest import eventually, free_port, start_time_skipping
 from tests.fakes import FakeOrderSystems, fake_worker
 from tests.workflows.conftest import OrderUnderTest
-from worker import metrics_runtime
+from worker import build_email_sender, build_worker, metrics_runtime
 from workflows.order import OrderWorkflow
 from workflows.stock_receipt import StockReceiptWorkflow
 
@@ -125,3 +135,83 @@ async def test_the_worker_serves_sdk_metrics_and_counts_each_finished_order_once
         "temporal_workflow_completed_total",
         "temporal_workflow_task_execution_latency_seconds_bucket",
     } <= sdk
+
+
+# The sync activities a delivered order runs (pick and pack is async: it waits, in the loop).
+ORDER_STEPS = (
+    "verify_customer",
+    "reserve_stock",
+    "authorize_payment",
+    "book_shipment",
+    "commit_stock",
+    "capture_payment",
+    "record_order",
+)
+
+
+async def test_the_worker_measures_the_cpu_of_each_of_its_steps(tmp_path: Path) -> None:
+    # A server of its own: the real worker polls ordermill's task queue, which others use.
+    env = await start_time_skipping()
+    address = f"127.0.0.1:{free_port()}"
+    runtime = metrics_runtime(address)
+    assert runtime is not None
+    settings = Settings(
+        _env_file=None, data_dir=tmp_path, fulfillment_delay=timedelta(0), activity_threads=4
+    )
+    engine = init_database(settings.effective_database_url)
+    sender = build_email_sender(settings, engine, runtime.metric_meter)
+    try:
+        client = await Client.connect(
+            env.client.service_client.config.target_host,
+            namespace=env.client.namespace,
+            data_converter=data_converter(None),
+            runtime=runtime,
+        )
+        with ThreadPoolExecutor(max_workers=settings.activity_threads) as executor:
+            async with build_worker(client, settings, engine, executor, sender):
+                handle = await start_order(
+                    client,
+                    PlaceOrderInput(
+                        order_id="ord_cpu",
+                        customer_id="cus_ada",
+                        items=[OrderItem(sku="BOOK-DUNE", quantity=1)],
+                        payment=PaymentMethod(token="tok_visa"),
+                        placed_at=datetime.now(UTC),
+                    ),
+                )
+
+                async def status() -> OrderStatus:
+                    view = await handle.query(QUERY_STATUS, result_type=OrderView)
+                    return view.status
+
+                await eventually(status, lambda s: s is OrderStatus.SHIPPED, what="shipped")
+                # Its confirmation and its shipping notice, each sent once.
+                emails = await eventually(
+                    lambda: _scraped(address),
+                    lambda lines: _emails_sent(lines) >= 2,
+                    what="two emails delivered",
+                    show=_emails_sent,
+                )
+    finally:
+        sender.close()
+        engine.dispose()
+        await env.shutdown()
+
+    lines = scrape(address)
+    for step in ORDER_STEPS:
+        runs = total(lines, "ordermill_activity_cpu_seconds_count", activity_type=step)
+        spent = total(lines, "ordermill_activity_cpu_seconds_sum", activity_type=step)
+        assert runs >= 1 and spent > 0, f"{step}: {runs} run(s), {spent} s"
+    # Recorded on every change: confirmed, fulfilling, shipped.
+    assert total(lines, "ordermill_activity_cpu_seconds_count", activity_type="record_order") >= 3
+    assert total(lines, "ordermill_activity_cpu_seconds_count", activity_type="pick_and_pack") == 0
+    assert total(lines, "ordermill_email_delivery_cpu_seconds_sum") > 0
+    assert _emails_sent(emails) >= 2
+
+
+async def _scraped(address: str) -> list[str]:
+    return scrape(address)
+
+
+def _emails_sent(lines: list[str]) -> float:
+    return total(lines, "ordermill_email_delivery_cpu_seconds_count")
