@@ -423,3 +423,27 @@ class Meter:
         while True:
             self.rss_mb()
             await asyncio.sleep(every)
+
+
+STEP_CPU = ("ordermill_activity_cpu_seconds", "ordermill_email_delivery_cpu_seconds")
+
+
+def worker_step_cpu(metrics_url: str) -> dict[str, tuple[float, float]]:
+    """The worker's CPU by step so far, from its metrics: {step: (runs, seconds)}; an email's
+    delivery counts as the step `email delivery`."""
+    lines = httpx.get(metrics_url, timeout=10.0).text.splitlines()
+    steps: dict[str, list[float]] = {}
+    for line in lines:
+        name, _, rest = line.partition("{")
+        for family in STEP_CPU:
+            if name not in (f"{family}_count", f"{family}_sum"):
+                continue
+            labels, _, value = rest.rpartition("} ")
+            step = (
+                labels.split('activity_type="', 1)[1].split('"', 1)[0]
+                if family == STEP_CPU[0]
+                else "email delivery"
+            )
+            totals = steps.setdefault(step, [0.0, 0.0])
+            totals[0 if name.endswith("_count") else 1] += float(value)
+    return {step: (runs, seconds) for step, (runs, seconds) in steps.items()}

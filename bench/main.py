@@ -46,6 +46,7 @@ from bench.drivers import (
     place_waiting_orders,
     run_lanes,
     sample_deliveries,
+    worker_step_cpu,
 )
 from bench.ledger import double_effects
 from bench.report import judge_targets, latency_ms, plot, ratio, table, write_json
@@ -188,6 +189,34 @@ def cpu_ms_per_order(before: dict[str, float], after: dict[str, float], done: in
     return {name: round((after[name] - before[name]) * 1000 / done, 1) for name in after}
 
 
+def step_cpu(endpoints: Endpoints) -> dict[str, tuple[float, float]] | None:
+    if endpoints.worker_metrics_url is None:
+        return None
+    try:
+        return worker_step_cpu(endpoints.worker_metrics_url)
+    except httpx.HTTPError as err:
+        say(f"the worker's metrics could not be read ({err}): no CPU by step")
+        return None
+
+
+def step_cpu_per_order(
+    before: dict[str, tuple[float, float]] | None,
+    after: dict[str, tuple[float, float]] | None,
+    done: int,
+) -> dict[str, dict[str, float]] | None:
+    """Each step's runs and CPU milliseconds per order over the phase, costliest first."""
+    if before is None or after is None or not done:
+        return None
+    per_order = {}
+    for name, (runs, seconds) in after.items():
+        runs_before, seconds_before = before.get(name, (0.0, 0.0))
+        per_order[name] = {
+            "runs": round((runs - runs_before) / done, 2),
+            "ms": round((seconds - seconds_before) * 1000 / done, 1),
+        }
+    return dict(sorted(per_order.items(), key=lambda item: -item[1]["ms"]))
+
+
 async def measure(args: argparse.Namespace, endpoints: Endpoints) -> dict[str, Any]:
     client = await connect(endpoints)
     meter = Meter(endpoints.pids)
@@ -232,12 +261,14 @@ async def measure(args: argparse.Namespace, endpoints: Endpoints) -> dict[str, A
         orders = driver()
         probe = StartProbe(client)
         probing = asyncio.create_task(probe.run())
+        steps_before = step_cpu(endpoints)
         cpu_before = meter.cpu_seconds()
         try:
             real = await phase("ordermill", n, c, orders.order)
         finally:
             probing.cancel()
         ordermill_cpu = cpu_ms_per_order(cpu_before, meter.cpu_seconds(), len(real.timings))
+        by_step = step_cpu_per_order(steps_before, step_cpu(endpoints), len(real.timings))
 
         # ---- open orders, left waiting for their delivery
         waiting_driver = driver()
@@ -327,6 +358,7 @@ async def measure(args: argparse.Namespace, endpoints: Endpoints) -> dict[str, A
             "raw_start_same_time_ms": lat["probe_start"],
             "delivered_ms": lat["delivered"],
             "cpu_ms_per_order": ordermill_cpu,
+            "worker_cpu_by_step": by_step,
             "reads_not_yet_answered": orders.unanswered_reads,
             "polls_per_order": _per(orders.polls, n),
         },

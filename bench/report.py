@@ -159,6 +159,15 @@ def table(results: dict[str, Any]) -> str:
                 _fmt(r.get("worker_cpu_over_steps")),
             )
         )
+    by_step = o.get("worker_cpu_by_step")
+    worker = o["cpu_ms_per_order"].get("worker")
+    if by_step and worker is not None:
+        # Each step's own thread CPU (the worker's metrics); the rest is the SDK's per step.
+        rows.append(("  worker CPU ms/order by step (runs per order)", "", "", ""))
+        for step, figures in by_step.items():
+            rows.append((f"    {step} ({figures['runs']:g})", "", _fmt(figures["ms"]), ""))
+        steps_ms = sum(figures["ms"] for figures in by_step.values())
+        rows.append(("    the rest: the SDK, the event loop", "", _fmt(worker - steps_ms), ""))
     rows += [
         ("", "", "", ""),
         (f"open orders waiting: {op['count']}", "", "", ""),

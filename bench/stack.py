@@ -70,6 +70,8 @@ class Endpoints:
     server: str  # "sqlite-file", "in-memory" or "external"
     pids: dict[str, int] = field(default_factory=dict)  # "server", "worker", "api"
     database_url: str | None = None  # ordermill's own database, when the stack is ours
+    # The worker's Prometheus endpoint, when the stack is ours and has one worker process.
+    worker_metrics_url: str | None = None
     # The worker of a bench order's steps, bare (bench/steps.py), when the stack is ours.
     steps_pid: int | None = None
     steps_task_queue: str | None = None
@@ -180,6 +182,8 @@ class OwnStack:
         data_dir = self.tmp / "data"
         data_dir.mkdir()
         temporal_port, api_port = free_port(), free_port()
+        # One worker's metrics, for its CPU by step; N workers would share one address.
+        metrics = f"127.0.0.1:{free_port()}" if self.workers == 1 else None
         address = f"127.0.0.1:{temporal_port}"
         api_url = f"http://127.0.0.1:{api_port}"
         env = _isolated_env(
@@ -190,6 +194,7 @@ class OwnStack:
                 "API_PORT": str(api_port),
                 "PUBLIC_BASE_URL": api_url,
                 "FULFILLMENT_DELAY": "0",
+                **({"WORKER_METRICS_ADDRESS": metrics} if metrics else {}),
                 **self.extra_env,
             }
         )
@@ -257,6 +262,7 @@ class OwnStack:
             server="in-memory" if self.in_memory else "sqlite-file",
             pids=pids,
             database_url=f"sqlite:///{data_dir / 'ordermill.db'}",
+            worker_metrics_url=f"http://{metrics}/metrics" if metrics else None,
             steps_pid=steps.proc.pid if steps.proc else None,
             steps_task_queue=steps_queue,
         )
