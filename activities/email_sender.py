@@ -243,9 +243,10 @@ class EmailSender:
         try:
             _quietly(deliver, self.engine, self.send, key, lease=self.lease)
         finally:
-            cpu.email_delivered(self.meter, time.thread_time() - started)
+            spent = time.thread_time() - started
             with self._lock:
                 self._in_hand.discard(key)
+            cpu.email_delivered(self.meter, spent)
 
 
 def _quietly(step: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R | None:

@@ -12,11 +12,13 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
+from activities import cpu
 from database import init_database
 from encryption import data_converter
 from models.holds import HoldResolution
@@ -186,7 +188,7 @@ async def test_the_worker_measures_the_cpu_of_each_of_its_steps(tmp_path: Path) 
 
                 await eventually(status, lambda s: s is OrderStatus.SHIPPED, what="shipped")
                 # Its confirmation and its shipping notice, each sent once.
-                emails = await eventually(
+                await eventually(
                     lambda: _scraped(address),
                     lambda lines: _emails_sent(lines) >= 2,
                     what="two emails delivered",
@@ -206,7 +208,18 @@ async def test_the_worker_measures_the_cpu_of_each_of_its_steps(tmp_path: Path) 
     assert total(lines, "ordermill_activity_cpu_seconds_count", activity_type="record_order") >= 3
     assert total(lines, "ordermill_activity_cpu_seconds_count", activity_type="pick_and_pack") == 0
     assert total(lines, "ordermill_email_delivery_cpu_seconds_sum") > 0
-    assert _emails_sent(emails) >= 2
+
+
+def test_a_steps_cpu_keeps_its_fractions_of_a_millisecond() -> None:
+    address = f"127.0.0.1:{free_port()}"
+    runtime = metrics_runtime(address)
+    assert runtime is not None
+    cpu.email_delivered(runtime.metric_meter, 0.0004)
+
+    lines = scrape(address)
+    assert total(lines, "ordermill_email_delivery_cpu_seconds_sum") == pytest.approx(0.0004)
+    assert total(lines, "ordermill_email_delivery_cpu_seconds_bucket", le="0.0002") == 0
+    assert total(lines, "ordermill_email_delivery_cpu_seconds_bucket", le="0.0005") == 1
 
 
 async def _scraped(address: str) -> list[str]:
