@@ -26,10 +26,12 @@ from typing import Any
 
 import httpx
 import psutil
-from temporalio.client import Client, WorkflowHandle
+from prometheus_client.parser import text_string_to_metric_families
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.service import RPCError
 from tqdm import tqdm
 
+from activities import cpu
 from api.signatures import SIGNATURE_HEADER, sign
 from bench import steps
 from bench.shape import AWAITING, DELIVERED, DELIVERED_SIGNAL, STAGE_QUERY, BareOrder
@@ -168,10 +170,12 @@ class StepsDriver:
             task_queue=self.task_queue,
         )
         timing = Timing(start=time.perf_counter() - began, order_id=handle.id)
-        while True:  # polled as ordermill's orders are: nothing signals the bench
-            status = (await handle.describe()).typed_search_attributes.get(ORDER_STATUS)
-            if status == steps.SHIPPED:
+        while True:  # the server's own view of the order's status
+            described = await handle.describe()
+            if described.typed_search_attributes.get(ORDER_STATUS) == steps.SHIPPED:
                 break
+            if described.status != WorkflowExecutionStatus.RUNNING:
+                raise OrderFailed(f"{handle.id} ended {described.status} before it shipped")
             await asyncio.sleep(self.poll)
         sent = time.perf_counter()
         await handle.signal(steps.DELIVERED_SIGNAL)
@@ -425,25 +429,29 @@ class Meter:
             await asyncio.sleep(every)
 
 
-STEP_CPU = ("ordermill_activity_cpu_seconds", "ordermill_email_delivery_cpu_seconds")
-
-
 def worker_step_cpu(metrics_url: str) -> dict[str, tuple[float, float]]:
-    """The worker's CPU by step so far, from its metrics: {step: (runs, seconds)}; an email's
-    delivery counts as the step `email delivery`."""
-    lines = httpx.get(metrics_url, timeout=10.0).text.splitlines()
-    steps: dict[str, list[float]] = {}
-    for line in lines:
-        name, _, rest = line.partition("{")
-        for family in STEP_CPU:
-            if name not in (f"{family}_count", f"{family}_sum"):
+    """The worker's CPU by step so far, from its metrics: {step: (runs, seconds)}."""
+    return step_cpu_of(httpx.get(metrics_url, timeout=10.0).text)
+
+
+def step_cpu_of(exposition: str) -> dict[str, tuple[float, float]]:
+    """{step: (runs, seconds)} from a Prometheus exposition: each activity type by its name,
+    and every email's delivery as `email delivery`."""
+    by_step: dict[str, list[float]] = {}
+    for family in text_string_to_metric_families(exposition):
+        if family.name not in (cpu.ACTIVITY_CPU, cpu.EMAIL_CPU):
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_count"):
+                at = 0
+            elif sample.name.endswith("_sum"):
+                at = 1
+            else:
                 continue
-            labels, _, value = rest.rpartition("} ")
             step = (
-                labels.split('activity_type="', 1)[1].split('"', 1)[0]
-                if family == STEP_CPU[0]
+                sample.labels.get("activity_type", "?")
+                if family.name == cpu.ACTIVITY_CPU
                 else "email delivery"
             )
-            totals = steps.setdefault(step, [0.0, 0.0])
-            totals[0 if name.endswith("_count") else 1] += float(value)
-    return {step: (runs, seconds) for step, (runs, seconds) in steps.items()}
+            by_step.setdefault(step, [0.0, 0.0])[at] += sample.value
+    return {step: (runs, seconds) for step, (runs, seconds) in by_step.items()}

@@ -189,12 +189,13 @@ def cpu_ms_per_order(before: dict[str, float], after: dict[str, float], done: in
     return {name: round((after[name] - before[name]) * 1000 / done, 1) for name in after}
 
 
-def step_cpu(endpoints: Endpoints) -> dict[str, tuple[float, float]] | None:
+async def step_cpu(endpoints: Endpoints) -> dict[str, tuple[float, float]] | None:
+    """The worker's CPU by step so far; None without its metrics (N workers, or not ours)."""
     if endpoints.worker_metrics_url is None:
         return None
     try:
-        return worker_step_cpu(endpoints.worker_metrics_url)
-    except httpx.HTTPError as err:
+        return await asyncio.to_thread(worker_step_cpu, endpoints.worker_metrics_url)
+    except (httpx.HTTPError, ValueError) as err:
         say(f"the worker's metrics could not be read ({err}): no CPU by step")
         return None
 
@@ -237,7 +238,8 @@ async def measure(args: argparse.Namespace, endpoints: Endpoints) -> dict[str, A
     steps: Lanes | None = None
     steps_cpu: dict[str, float] = {}
     if endpoints.steps_pid is not None and endpoints.steps_task_queue is not None:
-        steps_meter = Meter({"steps": endpoints.steps_pid})
+        server = {"server": endpoints.pids["server"]} if "server" in endpoints.pids else {}
+        steps_meter = Meter({"steps": endpoints.steps_pid, **server})
         floor = StepsDriver(client, endpoints.steps_task_queue, poll=args.poll)
         if args.warmup:
             await phase("order's steps warm-up", args.warmup, c, floor.order)
@@ -261,14 +263,14 @@ async def measure(args: argparse.Namespace, endpoints: Endpoints) -> dict[str, A
         orders = driver()
         probe = StartProbe(client)
         probing = asyncio.create_task(probe.run())
-        steps_before = step_cpu(endpoints)
+        steps_before = await step_cpu(endpoints)
         cpu_before = meter.cpu_seconds()
         try:
             real = await phase("ordermill", n, c, orders.order)
         finally:
             probing.cancel()
         ordermill_cpu = cpu_ms_per_order(cpu_before, meter.cpu_seconds(), len(real.timings))
-        by_step = step_cpu_per_order(steps_before, step_cpu(endpoints), len(real.timings))
+        by_step = step_cpu_per_order(steps_before, await step_cpu(endpoints), len(real.timings))
 
         # ---- open orders, left waiting for their delivery
         waiting_driver = driver()
@@ -347,6 +349,7 @@ async def measure(args: argparse.Namespace, endpoints: Endpoints) -> dict[str, A
             "wall_s": round(steps.wall, 2),
             "orders_per_s": round(steps.per_second, 2),
             "worker_cpu_ms_per_order": steps_cpu.get("steps"),
+            "server_cpu_ms_per_order": steps_cpu.get("server"),
         },
         "ordermill": {
             "done": len(real.timings),

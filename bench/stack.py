@@ -183,7 +183,9 @@ class OwnStack:
         data_dir.mkdir()
         temporal_port, api_port = free_port(), free_port()
         # One worker's metrics, for its CPU by step; N workers would share one address.
-        metrics = f"127.0.0.1:{free_port()}" if self.workers == 1 else None
+        metrics = self.extra_env.get("WORKER_METRICS_ADDRESS") or (
+            f"127.0.0.1:{free_port()}" if self.workers == 1 else None
+        )
         address = f"127.0.0.1:{temporal_port}"
         api_url = f"http://127.0.0.1:{api_port}"
         env = _isolated_env(
@@ -240,13 +242,18 @@ class OwnStack:
             env,
         )
         steps_queue = f"bench-steps-{uuid.uuid4().hex[:8]}"
-        steps = _Child(
+        # bench/ is not installed: the steps' worker imports it from the checkout. It exports
+        # metrics when ordermill's worker does, on its own port, so both pay for an exporter.
+        steps_env = (
+            env
+            | {"PYTHONPATH": str(ROOT)}
+            | ({"WORKER_METRICS_ADDRESS": f"127.0.0.1:{free_port()}"} if metrics else {})
+        )
+        steps = self._child(
             "steps-worker",
             [*self._on_cpu(1), sys.executable, "-m", "bench.steps", address, steps_queue],
-            env,
-            ROOT,  # bench/ is not installed: it imports from the checkout
+            steps_env,
         )
-        self.children.append(steps)
         await worker.start(self.log_dir)
         await api.start(self.log_dir)
         await steps.start(self.log_dir)

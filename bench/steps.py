@@ -1,15 +1,14 @@
 """A bench order's steps with nothing of ordermill in them: the floor under its worker's CPU.
 
-The bench's order (one book, standard delivery) takes these steps in ordermill's worker, which
-`STEPS` lists in order: three local activities (customer, stock, confirmation), the
-authorization, a local one (fulfilling), pick and pack, booking, a local one (stock commit), the
-capture, a local one (shipped) with a delivery deadline, the carrier's signal, and a last local
-one (delivered). Here every step is a no-op run the way ordermill runs its own: sync activities
-on a thread pool, ordermill's payload converter, an order-sized payload to each local step, a
-summary on each, the status search attribute at each milestone. Its worker runs in a process of
-its own (`python -m bench.steps ADDRESS TASK_QUEUE`), connected and sized as ordermill's worker
-is by the same settings, and measured like it, so what ordermill's worker spends above it is
-ordermill's own work.
+`STEPS` lists, in order, what the bench's order (one book, standard delivery) does in
+ordermill's worker: its local and remote activities, by name, the status search attribute set
+at each milestone, the delivery deadline started once it ships, and the carrier's signal. Here
+each activity is a no-op run the way ordermill runs its own: sync ones on the worker's thread
+pool (pick and pack is async in ordermill too), ordermill's payload converter, an order-sized
+payload where ordermill sends the order's view (its records), a summary on each. Its worker
+runs in a process of its own (`python -m bench.steps ADDRESS TASK_QUEUE`), with the worker's
+settings, runtime and interceptors, and is measured like it, so what ordermill's worker spends
+above it is ordermill's own work.
 """
 
 import asyncio
@@ -18,48 +17,54 @@ import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from temporalio import activity, workflow
 from temporalio.common import RetryPolicy
-from temporalio.worker import Worker
 
 from models.wire import ORDER_STATUS
 
 STEPS_WORKFLOW = "BenchOrderSteps"
 DELIVERED_SIGNAL = "delivered"
-SHIPPED, DELIVERED = "shipped", "delivered"
-# About what an order's view weighs as JSON, which ordermill sends to each of its local steps.
-PAYLOAD = "x" * 3000
+SHIPPED = "shipped"
+RECORD = "record_order"  # the steps that carry the whole order's view
+# About what an order's view weighs as JSON.
+ORDER_VIEW = "x" * 3000
 
-Kind = Literal["local", "remote", "signal"]
-# (kind, what, the status set with it): a bench order's path through OrderWorkflow.
-STEPS: tuple[tuple[Kind, str, str | None], ...] = (
-    ("local", "verify customer", None),
-    ("local", "reserve stock", None),
-    ("local", "record confirmed", "confirmed"),
-    ("remote", "authorize", None),
-    ("local", "record fulfilling", "fulfilling"),
-    ("remote", "pick and pack", None),
-    ("remote", "book shipment", None),
-    ("local", "commit stock", None),
-    ("remote", "capture", None),
-    ("local", "record shipped", SHIPPED),
-    ("signal", "carrier: delivered", None),
-    ("local", "record delivered", DELIVERED),
+
+class Step(NamedTuple):
+    kind: Literal["local", "remote", "timer", "signal"]
+    name: str  # the activity's type, for an activity
+    status: str | None = None  # the status search attribute set just before it
+
+
+STEPS: tuple[Step, ...] = (
+    Step("local", "verify_customer"),
+    Step("local", "reserve_stock"),
+    Step("local", RECORD, "confirmed"),
+    Step("remote", "authorize_payment"),
+    Step("local", RECORD, "fulfilling"),
+    Step("remote", "pick_and_pack"),
+    Step("remote", "book_shipment"),
+    Step("local", "commit_stock"),
+    Step("remote", "capture_payment"),
+    Step("local", RECORD, SHIPPED),
+    Step("timer", "delivery deadline"),
+    Step("signal", "carrier_event"),
+    Step("local", RECORD, "delivered"),
 )
 RETRY = RetryPolicy(maximum_attempts=5)
 TIMEOUT = timedelta(seconds=30)
 
 
-@activity.defn(name="bench_local_step")
-def local_step(payload: str) -> None:
+@activity.defn(name="bench_step")
+def sync_step(payload: str) -> None:
     return None
 
 
-@activity.defn(name="bench_remote_step")
-def remote_step(what: str) -> str:
-    return what
+@activity.defn(name="bench_async_step")
+async def async_step(payload: str) -> None:
+    return None
 
 
 @workflow.defn(name=STEPS_WORKFLOW, sandboxed=False)
@@ -70,31 +75,33 @@ class OrderSteps:
     @workflow.run
     async def run(self, order_id: str) -> str:
         deadline: asyncio.Task[None] | None = None
-        for kind, what, status in STEPS:
-            if status is not None:
-                workflow.upsert_search_attributes([ORDER_STATUS.value_set(status)])
-            if kind == "local":
-                await workflow.execute_local_activity(
-                    local_step,
-                    PAYLOAD,
-                    start_to_close_timeout=TIMEOUT,
-                    retry_policy=RETRY,
-                    summary=what,
-                )
-            elif kind == "remote":
-                await workflow.execute_activity(
-                    remote_step,
-                    what,
-                    start_to_close_timeout=TIMEOUT,
-                    retry_policy=RETRY,
-                    summary=what,
-                )
-            else:
+        for step in STEPS:
+            if step.status is not None:
+                workflow.upsert_search_attributes([ORDER_STATUS.value_set(step.status)])
+            if step.kind == "timer":
+                deadline = asyncio.create_task(workflow.sleep(timedelta(days=14)))
+            elif step.kind == "signal":
                 await workflow.wait_condition(lambda: self._delivered)
                 if deadline is not None:
                     deadline.cancel()
-            if status == SHIPPED:  # as an order's parcel waits for its carrier, with a deadline
-                deadline = asyncio.create_task(workflow.sleep(timedelta(days=14)))
+            else:
+                payload = ORDER_VIEW if step.name == RECORD else order_id
+                if step.kind == "local":
+                    await workflow.execute_local_activity(
+                        sync_step,
+                        payload,
+                        start_to_close_timeout=TIMEOUT,
+                        retry_policy=RETRY,
+                        summary=step.name,
+                    )
+                else:
+                    await workflow.execute_activity(
+                        async_step if step.name == "pick_and_pack" else sync_step,
+                        payload,
+                        start_to_close_timeout=TIMEOUT,
+                        retry_policy=RETRY,
+                        summary=step.name,
+                    )
         return order_id
 
     @workflow.signal(name=DELIVERED_SIGNAL)
@@ -103,24 +110,31 @@ class OrderSteps:
 
 
 async def serve(address: str, task_queue: str) -> None:
-    from settings import Settings  # the worker's settings, kept out of the workflow's module
+    # The worker's own modules: this one is also imported by the tests and the bench.
+    from temporalio.worker import Worker
+
+    from activities.cpu import ActivityCpuInterceptor
+    from settings import Settings
     from temporal_client import connect_temporal
+    from worker import metrics_runtime
 
     settings = Settings(temporal_address=address)
-    client = await connect_temporal(settings)
-    threads = settings.activity_threads
+    client = await connect_temporal(settings, metrics_runtime(settings.worker_metrics_address))
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    threads = settings.activity_threads
     with ThreadPoolExecutor(max_workers=threads) as executor:
         worker = Worker(
             client,
             task_queue=task_queue,
             workflows=[OrderSteps],
-            activities=[local_step, remote_step],
+            activities=[sync_step, async_step],
             activity_executor=executor,
             max_concurrent_activities=threads,
             max_concurrent_local_activities=threads,
+            max_cached_workflows=settings.workflow_cache_size,
+            interceptors=[ActivityCpuInterceptor()],
         )
         async with worker:
             await stop.wait()
