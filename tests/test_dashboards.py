@@ -21,9 +21,11 @@ from sqlalchemy import update
 from sqlmodel import Session, col
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import Runtime
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.cpu import ActivityCpuInterceptor
 from api.main import create_app
 from database import init_database
 from models.holds import HoldResolution
@@ -234,7 +236,8 @@ def test_every_panel_queries_the_provisioned_prometheus() -> None:
 
 
 def test_the_dashboard_charts_what_operators_asked_for() -> None:
-    """Orders placed and finished by status, stage latency, backlog, payments and holds."""
+    """Orders placed and finished by status, stage latency, backlog, payments, holds, and
+    the workers' CPU by step."""
     charted = dashboard_metrics().keys()
     assert {
         "ordermill_orders_placed_total",
@@ -245,6 +248,7 @@ def test_the_dashboard_charts_what_operators_asked_for() -> None:
         "ordermill_payments_total",
         "ordermill_holds_placed_total",
         "ordermill_holds_resolved_total",
+        "ordermill_activity_cpu_seconds_sum",
     } <= charted
 
 
@@ -285,11 +289,13 @@ async def worker_exports(
     """The worker's series (the SDK's and ordermill's) after orders that complete, are
     declined, and are held for review and rejected: payments, holds and every final stage."""
     address = f"127.0.0.1:{free_port()}"
+    runtime = metrics_runtime(address)
+    assert runtime is not None
     client = await Client.connect(
         time_skipping_env.client.service_client.config.target_host,
         namespace=time_skipping_env.client.namespace,
         data_converter=pydantic_data_converter,
-        runtime=metrics_runtime(address),
+        runtime=runtime,
     )
     fakes = FakeOrderSystems()
     async with fake_worker(client, fakes) as task_queue:
@@ -311,14 +317,15 @@ async def worker_exports(
             OrderStatus.PAYMENT_DECLINED,
             OrderStatus.CANCELLED,
         ]
-    await reconcile_a_shelf_off_by_one(client, tmp_path_factory.mktemp("dashboards"))
+    await reconcile_a_shelf_off_by_one(client, runtime, tmp_path_factory.mktemp("dashboards"))
     async with httpx.AsyncClient() as http:
         response = await http.get(f"http://{address}/metrics")
     return sample_names(response.text)
 
 
-async def reconcile_a_shelf_off_by_one(client: Client, data_dir: Path) -> None:
-    """A reconciliation on the worker's runtime that finds discrepancies, so its metrics exist.
+async def reconcile_a_shelf_off_by_one(client: Client, runtime: Runtime, data_dir: Path) -> None:
+    """A reconciliation on the worker's runtime that finds discrepancies, so its metrics exist,
+    and, through the real activities and email sender, the CPU of each step and delivery.
     A fresh database has no open orders, so it makes no visibility query (which the
     time-skipping server does not answer)."""
     settings = Settings(data_dir=data_dir)
@@ -327,7 +334,7 @@ async def reconcile_a_shelf_off_by_one(client: Client, data_dir: Path) -> None:
         session.execute(update(Stock).where(col(Stock.sku) == "BOOK-DUNE").values(on_hand=1))
         session.commit()
     task_queue = new_id("reconcile")
-    sender = build_email_sender(settings, engine)
+    sender = build_email_sender(settings, engine, runtime.metric_meter)
     with ThreadPoolExecutor(max_workers=4) as executor:
         async with Worker(
             client,
@@ -335,6 +342,7 @@ async def reconcile_a_shelf_off_by_one(client: Client, data_dir: Path) -> None:
             workflows=[ReconcileWorkflow],
             activities=build_activities(settings, engine, client, sender),
             activity_executor=executor,
+            interceptors=[ActivityCpuInterceptor()],
         ):
             outcome = await client.execute_workflow(
                 ReconcileWorkflow.run, ReconcileInput(), id=task_queue, task_queue=task_queue
