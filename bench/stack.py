@@ -1,8 +1,9 @@
 """The stack a benchmark runs against: its own, isolated one, or one already running.
 
 Its own stack is `make run`'s, on free ports and in a temporary directory: the Temporal dev
-server (a fresh SQLite file, or in memory), `python database.py`, the worker and the API, each
-a subprocess whose output goes to a log file in the results directory. FULFILLMENT_DELAY is 0;
+server (a fresh SQLite file, or in memory), `python database.py`, the worker and the API, and
+the worker of an order's steps bare (bench/steps.py), each a subprocess whose output goes to a
+log file in the results directory. A single worker serves its metrics. FULFILLMENT_DELAY is 0;
 every other setting is ordermill's default, whatever the developer's environment or .env says
 (the children run in the temporary directory, so no .env is read). It is always torn down:
 API and worker first, the server last, SIGKILL after a grace period.
