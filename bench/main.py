@@ -2,12 +2,13 @@
 
 1. Starts an isolated stack (bench/stack.py) unless --api-url/--temporal-address name one.
 2. Ceiling: --orders bare workflows of an order's shape (bench/shape.py) at --concurrency,
-   through the Temporal client, on a worker of their own in this process. Then, on our own
-   stack, as many workflows of a bench order's exact steps as no-ops (bench/steps.py) on a worker
-   process of their own: the SDK's cost for those steps, the floor under ordermill's worker.
+   through the Temporal client, on a worker of their own in this process.
 3. ordermill: as many real orders through POST /orders, each delivered by a signed carrier
    webhook as soon as it is `shipped`, at the same concurrency. Meanwhile a raw start_workflow
-   a second (StartProbe) shows what a start costs under that load, without the API.
+   a second (StartProbe) shows what a start costs under that load, without the API. Then, on
+   our own stack, as many workflows of a bench order's exact steps as no-ops (bench/steps.py)
+   on a worker process of their own: the SDK's cost for those steps, the floor under
+   ordermill's worker.
 4. Open orders: --open-orders orders placed (at most --concurrency being processed at once)
    and left waiting for delivery; the worker's and the server's RSS, then a sample of them
    delivered one at a time, webhook -> GET shows `delivered`.
@@ -234,19 +235,6 @@ async def measure(args: argparse.Namespace, endpoints: Endpoints) -> dict[str, A
         bare = await phase("ceiling", n, c, ceiling.order)
         ceiling_cpu = cpu_ms_per_order(cpu_before, meter.cpu_seconds(), len(bare.timings))
 
-    # ---- a bench order's steps, bare, on a worker process of their own (our own stack only)
-    steps: Lanes | None = None
-    steps_cpu: dict[str, float] = {}
-    if endpoints.steps_pid is not None and endpoints.steps_task_queue is not None:
-        server = {"server": endpoints.pids["server"]} if "server" in endpoints.pids else {}
-        steps_meter = Meter({"steps": endpoints.steps_pid, **server})
-        floor = StepsDriver(client, endpoints.steps_task_queue, poll=args.poll)
-        if args.warmup:
-            await phase("order's steps warm-up", args.warmup, c, floor.order)
-        cpu_before = steps_meter.cpu_seconds()
-        steps = await phase("order's steps, bare", n, c, floor.order)
-        steps_cpu = cpu_ms_per_order(cpu_before, steps_meter.cpu_seconds(), len(steps.timings))
-
     limits = httpx.Limits(max_connections=2 * c + 8, max_keepalive_connections=2 * c + 8)
     async with httpx.AsyncClient(
         base_url=endpoints.api_url, headers=api_headers(), timeout=30.0, limits=limits
@@ -271,6 +259,20 @@ async def measure(args: argparse.Namespace, endpoints: Endpoints) -> dict[str, A
             probing.cancel()
         ordermill_cpu = cpu_ms_per_order(cpu_before, meter.cpu_seconds(), len(real.timings))
         by_step = step_cpu_per_order(steps_before, await step_cpu(endpoints), len(real.timings))
+
+        # ---- a bench order's steps, bare, on a worker process of their own (our own stack only),
+        # after ordermill's orders, so that those run on the server as they always have
+        steps: Lanes | None = None
+        steps_cpu: dict[str, float] = {}
+        if endpoints.steps_pid is not None and endpoints.steps_task_queue is not None:
+            server = {"server": endpoints.pids["server"]} if "server" in endpoints.pids else {}
+            steps_meter = Meter({"steps": endpoints.steps_pid, **server})
+            floor = StepsDriver(client, endpoints.steps_task_queue, poll=args.poll)
+            if args.warmup:
+                await phase("order's steps warm-up", args.warmup, c, floor.order)
+            cpu_before = steps_meter.cpu_seconds()
+            steps = await phase("order's steps, bare", n, c, floor.order)
+            steps_cpu = cpu_ms_per_order(cpu_before, steps_meter.cpu_seconds(), len(steps.timings))
 
         # ---- open orders, left waiting for their delivery
         waiting_driver = driver()
