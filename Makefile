@@ -19,7 +19,9 @@ help:
 	@echo "make demo    play customers and a carrier against a running 'make run'"
 	@echo "make bench   ordermill against the Temporal ceiling (BENCH_ARGS=\"--help\" for options)"
 	@echo "make api     only the API (uvicorn), against an already running Temporal"
-	@echo "make schedule  create or update the nightly reconciliation's Schedule (a cluster)"
+	@echo "make worker  only the worker, against an already running Temporal"
+	@echo "make format  ruff's fixes and formatting"
+	@echo "make schedule create or update the nightly reconciliation's Schedule (a cluster)"
 	@echo "make clean   remove .venv and .data"
 
 $(STAMP): pyproject.toml

@@ -149,7 +149,11 @@ def table(results: dict[str, Any]) -> str:
             cc = None
         if cc is None and oc is None:
             continue
-        rows.append((f"  CPU ms/order: {label}", _fmt(cc), _fmt(oc), _fmt(ratio(oc, cc))))
+        # The bench does different work in the two phases: its two figures are no ratio.
+        apart = proc == "bench"
+        rows.append(
+            (f"  CPU ms/order: {label}", _fmt(cc), _fmt(oc), "" if apart else _fmt(ratio(oc, cc)))
+        )
     if steps is not None:
         for proc in ("server", "worker"):
             bare, real = steps.get(f"{proc}_cpu_ms_per_order"), o["cpu_ms_per_order"].get(proc)
