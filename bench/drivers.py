@@ -1,8 +1,9 @@
 """What the bench does to the stack: orders driven through Temporal alone, or through ordermill.
 
-Both drivers play the same part: start an order, poll until it waits for its delivery, deliver
+The drivers play the same part: start an order, poll until it waits for its delivery, deliver
 it, poll until it shows `delivered`. The ceiling, which has no read model, polls with a workflow
-query and delivers with a signal; ordermill is polled with `GET /orders/{id}` (its read model)
+query and delivers with a signal; the order's steps bare are polled with `describe` and
+delivered with a signal; ordermill is polled with `GET /orders/{id}` (its read model)
 and delivered with a signed carrier webhook. Polling is at `poll` while the order is being
 processed and at the finer `fast_poll` once the delivery is sent, so the delivery latency has
 that resolution. A ceiling poll loads the server and its worker; an ordermill poll loads the API
@@ -25,13 +26,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-import psutil
-from prometheus_client.parser import text_string_to_metric_families
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.service import RPCError
 from tqdm import tqdm
 
-from activities import cpu
 from api.signatures import SIGNATURE_HEADER, sign
 from bench import steps
 from bench.shape import AWAITING, DELIVERED, DELIVERED_SIGNAL, STAGE_QUERY, BareOrder
@@ -109,6 +107,30 @@ async def run_lanes(
     return result
 
 
+async def signalled_order(
+    start: Awaitable[WorkflowHandle[Any, Any]],
+    waiting: Callable[[WorkflowHandle[Any, Any]], Awaitable[None]],
+    signal: str,
+    delivered: Callable[[WorkflowHandle[Any, Any]], Awaitable[None]] | None = None,
+) -> Timing:
+    """A bare workflow driven as an order: started, awaited `waiting` for its delivery, sent
+    `signal`, then timed until `delivered` (or, without it, until it completes)."""
+    began = time.perf_counter()
+    handle = await start
+    timing = Timing(start=time.perf_counter() - began, order_id=handle.id)
+    await waiting(handle)
+    sent = time.perf_counter()
+    await handle.signal(signal)
+    if delivered is not None:
+        await delivered(handle)
+    else:
+        await handle.result()
+    timing.deliver = time.perf_counter() - sent
+    if delivered is not None:
+        await handle.result()
+    return timing
+
+
 # ---- the ceiling ---------------------------------------------------------------------------
 
 
@@ -121,21 +143,17 @@ class CeilingDriver:
         self.polls = 0  # each one a workflow query
 
     async def order(self, i: int) -> Timing:
-        began = time.perf_counter()
-        handle = await self.client.start_workflow(
-            BareOrder.run,
-            f"{self.run_id}-{i}",
-            id=f"bench-ceiling-{self.run_id}-{i}",
-            task_queue=self.task_queue,
+        return await signalled_order(
+            self.client.start_workflow(
+                BareOrder.run,
+                f"{self.run_id}-{i}",
+                id=f"bench-ceiling-{self.run_id}-{i}",
+                task_queue=self.task_queue,
+            ),
+            lambda handle: self._until_stage(handle, AWAITING, self.poll),
+            DELIVERED_SIGNAL,
+            lambda handle: self._until_stage(handle, DELIVERED, self.fast_poll),
         )
-        timing = Timing(start=time.perf_counter() - began, order_id=handle.id)
-        await self._until_stage(handle, AWAITING, self.poll)
-        sent = time.perf_counter()
-        await handle.signal(DELIVERED_SIGNAL)
-        await self._until_stage(handle, DELIVERED, self.fast_poll)
-        timing.deliver = time.perf_counter() - sent
-        await handle.result()
-        return timing
 
     async def _until_stage(
         self, handle: WorkflowHandle[Any, Any], stage: str, interval: float
@@ -162,26 +180,25 @@ class StepsDriver:
         self.run_id = uuid.uuid4().hex[:8]
 
     async def order(self, i: int) -> Timing:
-        began = time.perf_counter()
-        handle = await self.client.start_workflow(
-            steps.STEPS_WORKFLOW,
-            f"{self.run_id}-{i}",
-            id=f"bench-steps-{self.run_id}-{i}",
-            task_queue=self.task_queue,
+        return await signalled_order(
+            self.client.start_workflow(
+                steps.STEPS_WORKFLOW,
+                f"{self.run_id}-{i}",
+                id=f"bench-steps-{self.run_id}-{i}",
+                task_queue=self.task_queue,
+            ),
+            self._until_shipped,
+            steps.DELIVERED_SIGNAL,
         )
-        timing = Timing(start=time.perf_counter() - began, order_id=handle.id)
+
+    async def _until_shipped(self, handle: WorkflowHandle[Any, Any]) -> None:
         while True:  # the server's own view of the order's status
             described = await handle.describe()
             if described.typed_search_attributes.get(ORDER_STATUS) == steps.SHIPPED:
-                break
+                return
             if described.status != WorkflowExecutionStatus.RUNNING:
                 raise OrderFailed(f"{handle.id} ended {described.status} before it shipped")
             await asyncio.sleep(self.poll)
-        sent = time.perf_counter()
-        await handle.signal(steps.DELIVERED_SIGNAL)
-        await handle.result()
-        timing.deliver = time.perf_counter() - sent
-        return timing
 
 
 class StartProbe:
@@ -369,89 +386,3 @@ async def sample_deliveries(
         )
 
     return await run_lanes(len(chosen), 1, one, bar)
-
-
-# ---- the processes' cost -------------------------------------------------------------------
-
-
-class Meter:
-    """CPU seconds and resident memory of the stack's processes (each with its children)
-    and of the bench itself."""
-
-    def __init__(self, pids: dict[str, int]) -> None:
-        self.procs: dict[str, psutil.Process] = {}
-        for name, pid in {**pids, "bench": os.getpid()}.items():
-            try:
-                self.procs[name] = psutil.Process(pid)
-            except psutil.Error:
-                continue
-        self.peak_rss: dict[str, float] = {}
-
-    def _tree(self, name: str) -> list[psutil.Process]:
-        proc = self.procs[name]
-        if name == "bench":
-            return [proc]  # its children are the stack, counted under their own names
-        try:
-            return [proc, *proc.children(recursive=True)]
-        except psutil.Error:
-            return []
-
-    def cpu_seconds(self) -> dict[str, float]:
-        totals = {}
-        for name in self.procs:
-            total = 0.0
-            for proc in self._tree(name):
-                try:
-                    times = proc.cpu_times()
-                    total += times.user + times.system
-                except psutil.Error:
-                    continue
-            totals[name] = total
-        return totals
-
-    def rss_mb(self) -> dict[str, float]:
-        sizes = {}
-        for name in self.procs:
-            total = 0
-            for proc in self._tree(name):
-                try:
-                    total += proc.memory_info().rss
-                except psutil.Error:
-                    continue
-            sizes[name] = total / 2**20
-            self.peak_rss[name] = max(self.peak_rss.get(name, 0.0), sizes[name])
-        return sizes
-
-    async def watch_peaks(self, every: float = 1.0) -> None:
-        """Sample RSS until cancelled, for the peaks."""
-        while True:
-            self.rss_mb()
-            await asyncio.sleep(every)
-
-
-def worker_step_cpu(metrics_url: str) -> dict[str, tuple[float, float]]:
-    """The worker's CPU by step so far, from its metrics: {step: (runs, seconds)}."""
-    return step_cpu_of(httpx.get(metrics_url, timeout=10.0).text)
-
-
-def step_cpu_of(exposition: str) -> dict[str, tuple[float, float]]:
-    """{step: (runs, seconds)} from a Prometheus exposition: each activity type by its name,
-    and every email's delivery as `email delivery`."""
-    by_step: dict[str, list[float]] = {}
-    for family in text_string_to_metric_families(exposition):
-        if family.name not in (cpu.ACTIVITY_CPU, cpu.EMAIL_CPU):
-            continue
-        for sample in family.samples:
-            if sample.name.endswith("_count"):
-                at = 0
-            elif sample.name.endswith("_sum"):
-                at = 1
-            else:
-                continue
-            step = (
-                sample.labels.get("activity_type", "?")
-                if family.name == cpu.ACTIVITY_CPU
-                else "email delivery"
-            )
-            by_step.setdefault(step, [0.0, 0.0])[at] += sample.value
-    return {step: (runs, seconds) for step, (runs, seconds) in by_step.items()}

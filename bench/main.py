@@ -38,7 +38,6 @@ from tqdm import tqdm
 from bench.drivers import (
     CeilingDriver,
     Lanes,
-    Meter,
     OrdermillDriver,
     StartProbe,
     StepsDriver,
@@ -47,9 +46,9 @@ from bench.drivers import (
     place_waiting_orders,
     run_lanes,
     sample_deliveries,
-    worker_step_cpu,
 )
 from bench.ledger import double_effects
+from bench.meters import Meter, cpu_ms_per_order, step_cpu_per_order, worker_step_cpu
 from bench.report import judge_targets, latency_ms, plot, ratio, table, write_json
 from bench.shape import BareOrder, step
 from bench.stack import Endpoints, OwnStack, StackError, connect, running_stack_endpoints
@@ -184,12 +183,6 @@ async def stack_for(args: argparse.Namespace) -> AsyncIterator[Endpoints]:
     say("stack stopped")
 
 
-def cpu_ms_per_order(before: dict[str, float], after: dict[str, float], done: int) -> dict:
-    if not done:
-        return {}
-    return {name: round((after[name] - before[name]) * 1000 / done, 1) for name in after}
-
-
 async def step_cpu(endpoints: Endpoints) -> dict[str, tuple[float, float]] | None:
     """The worker's CPU by step so far; None without its metrics (N workers, or not ours)."""
     if endpoints.worker_metrics_url is None:
@@ -199,24 +192,6 @@ async def step_cpu(endpoints: Endpoints) -> dict[str, tuple[float, float]] | Non
     except (httpx.HTTPError, ValueError) as err:
         say(f"the worker's metrics could not be read ({err}): no CPU by step")
         return None
-
-
-def step_cpu_per_order(
-    before: dict[str, tuple[float, float]] | None,
-    after: dict[str, tuple[float, float]] | None,
-    done: int,
-) -> dict[str, dict[str, float]] | None:
-    """Each step's runs and CPU milliseconds per order over the phase, costliest first."""
-    if before is None or after is None or not done:
-        return None
-    per_order = {}
-    for name, (runs, seconds) in after.items():
-        runs_before, seconds_before = before.get(name, (0.0, 0.0))
-        per_order[name] = {
-            "runs": round((runs - runs_before) / done, 2),
-            "ms": round((seconds - seconds_before) * 1000 / done, 1),
-        }
-    return dict(sorted(per_order.items(), key=lambda item: -item[1]["ms"]))
 
 
 async def measure(args: argparse.Namespace, endpoints: Endpoints) -> dict[str, Any]:

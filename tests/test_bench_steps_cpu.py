@@ -7,8 +7,7 @@ import urllib.request
 import pytest
 
 from activities import cpu
-from bench.drivers import step_cpu_of
-from bench.main import step_cpu_per_order
+from bench.meters import step_cpu_of, step_cpu_per_order
 from tests.conftest import free_port
 from worker import metrics_runtime
 
